@@ -62,7 +62,10 @@ impl<T> LinearRouter<T> {
     }
 
     /// The first alternative, in priority order, whose every condition holds.
-    pub fn route<'a, R: RequestView + ?Sized>(&'a self, req: &'a R) -> Option<Match<'a, T>> {
+    pub fn route<'r: 'q, 'q, R: RequestView + ?Sized>(
+        &'r self,
+        req: &'q R,
+    ) -> Option<Match<'r, 'q, T>> {
         let (host, _) = strip_port(req.host());
         let host_lower = host.to_ascii_lowercase();
         let path = match req.path() {

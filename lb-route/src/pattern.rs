@@ -200,7 +200,7 @@ impl Pattern {
     ) -> bool {
         let mark = caps.len();
         match self.match_from(input, sep, fold_case, caps) {
-            Some(rest) if rest.is_empty() => true,
+            Some("") => true,
             _ => {
                 caps.truncate(mark);
                 false

@@ -69,13 +69,16 @@ pub struct Router<T> {
 
 /// The result of a successful lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Match<'a, T> {
+///
+/// `'r` is the router's borrow and `'q` the request's, so the matched value can outlive the
+/// request (captures borrow from both, hence `'q`).
+pub struct Match<'r, 'q, T> {
     /// The id of the route that matched.
-    pub id: &'a str,
+    pub id: &'r str,
     /// The value stored with it.
-    pub value: &'a T,
+    pub value: &'r T,
     /// Values of its `<name>` placeholders.
-    pub captures: Captures<'a>,
+    pub captures: Captures<'q>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,7 +278,21 @@ impl<T> Router<T> {
     ///
     /// Allocates nothing unless a route has more than four placeholders or a `QueryRegexp`
     /// has to percent-decode a value.
-    pub fn route<'a, R: RequestView + ?Sized>(&'a self, req: &'a R) -> Option<Match<'a, T>> {
+    pub fn route<'r: 'q, 'q, R: RequestView + ?Sized>(
+        &'r self,
+        req: &'q R,
+    ) -> Option<Match<'r, 'q, T>> {
+        let (best, captures) = self.find(req)?;
+        let route = self.routes[best.route as usize].as_ref()?;
+        Some(Match {
+            id: &route.id,
+            value: &route.value,
+            captures,
+        })
+    }
+
+    /// The lookup itself, with one lifetime for the router and the request.
+    fn find<'a, R: RequestView + ?Sized>(&'a self, req: &'a R) -> Option<(Best, Captures<'a>)> {
         let (host, has_upper) = strip_port(req.host());
         let buf;
         let heap;
@@ -324,13 +341,7 @@ impl<T> Router<T> {
             self.search_group(&self.any_host, &ctx, &mut caps, &mut found);
         }
 
-        let best = found.best?;
-        let route = self.routes[best.route as usize].as_ref()?;
-        Some(Match {
-            id: &route.id,
-            value: &route.value,
-            captures: found.caps,
-        })
+        Some((found.best?, found.caps))
     }
 
     fn search_group<'a, R: RequestView + ?Sized>(
