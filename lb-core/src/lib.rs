@@ -6,6 +6,52 @@
 //! tracking per-server health, all without any networking of its own. What it is not for:
 //! serving HTTP (that is lb-proxy) or talking to registries (lb-registry).
 //!
-//! Status: lands with issue 3 ("lb-core"). Nothing is exported yet.
+//! # Balancing
+//!
+//! [`balance`] chooses a server of a backend for each request: round robin, nginx's smooth
+//! weighted round robin, least request and peak-EWMA (both power of two choices), weighted
+//! random, and Maglev consistent hashing with bounded load; with sticky cookies, slow start,
+//! `MaxConnsPerServer`, passive ejection, retry picks that skip tried servers, and failing
+//! open when every server is down. It is sync and sans-io: the caller passes the time in,
+//! randomness is seeded, and a pick neither locks nor allocates. Per-server runtime state
+//! lives in a [`balance::StateStore`] keyed by (backend id, server id), so rebuilding a
+//! balancer for a new snapshot keeps in-flight counts, latency estimates, health, ejections
+//! and slow-start clocks.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use lb_core::balance::{Balancer, BalancerConfig, Outcome, PickContext, ServerSpec, StateStore, Strategy};
+//!
+//! let store = StateStore::new();
+//! let servers = [
+//!     ServerSpec::new("srv-a", 5, 0),
+//!     ServerSpec::new("srv-b", 1, 1),
+//!     ServerSpec::new("srv-c", 1, 2),
+//! ];
+//! let config = BalancerConfig::new(Strategy::WeightedRoundRobin);
+//! let t0 = Instant::now(); // the caller's clock; the balancer never reads one
+//! let balancer = Balancer::build("backend-1", &servers, &config, &store, t0)?;
+//!
+//! // nginx's smooth order for weights 5, 1, 1.
+//! let order: Vec<&str> = (0..7)
+//!     .map(|_| balancer.pick(&PickContext::new(t0)).map(|p| p.server_id()))
+//!     .collect::<Option<_>>()
+//!     .ok_or("no server")?;
+//! assert_eq!(order, ["srv-a", "srv-a", "srv-b", "srv-a", "srv-c", "srv-a", "srv-a"]);
+//!
+//! // A pick holds an in-flight slot until it is completed (or dropped).
+//! let pick = balancer.pick(&PickContext::new(t0)).ok_or("no server")?;
+//! let server = pick.server().clone();
+//! assert_eq!(server.in_flight(), 1);
+//! pick.complete(Outcome::Success, t0 + Duration::from_millis(12));
+//! assert_eq!(server.in_flight(), 0);
+//! assert_eq!(server.rtt_estimate(t0 + Duration::from_millis(12)), Some(Duration::from_millis(12)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Status: balancing is implemented ([`balance`]). The configuration model, snapshots and
+//! health checking land with the rest of issue 3 ("lb-core").
 
 #![forbid(unsafe_code)]
+
+pub mod balance;

@@ -1,0 +1,529 @@
+//! The [`Balancer`]: one backend's servers, the strategy's table built from them, and the
+//! pick that combines the strategy with sticky cookies, health, ejection, slow start,
+//! `MaxConnsPerServer`, retries and failing open.
+//!
+//! A pick, in order:
+//! 1. A sticky cookie naming a usable server wins (no slow-start throttling).
+//! 2. Otherwise the strategy picks among *usable* servers: healthy, not ejected, below
+//!    `MaxConnsPerServer`, not in the request's tried set, weight above zero.
+//! 3. If it finds none and every server is down (unhealthy or ejected), and the config says
+//!    [`WhenAllDown::FailOpen`], the strategy picks again ignoring health and ejection. The
+//!    tried set and `MaxConnsPerServer` still hold: a connection limit is a promise to the
+//!    server (nginx answers 502 and HAProxy queues rather than exceed it), and a server at
+//!    its limit is not down, so limits alone never trigger failing open.
+//! 4. The chosen server's in-flight slot is taken atomically against the limit; if a
+//!    concurrent pick took the last slot first, the pick starts over (a few times at most).
+//!
+//! Every step is allocation-free and lock-free.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::config::{BalancerConfig, EwmaConfig, Strategy, WhenAllDown};
+use super::least_request;
+use super::maglev::Maglev;
+use super::p2c;
+use super::pick::{COUNTED, FAIL_OPEN, Pick, PickContext, SET_COOKIE, STICKY_HIT};
+use super::random::{ATTEMPTS, WeightedSampler};
+use super::rng::{LocalRng, SharedRng, below, unit};
+use super::round_robin;
+use super::server_state::{ServerState, nanos_since};
+use super::smooth_weighted::SmoothWeighted;
+use super::stable_hash::{fmix64, hash_key, server_key};
+use super::sticky::StickyIndex;
+use super::store::{BackendState, StateStore};
+use super::tried::TriedSet;
+
+/// How often a pick retries after losing the race for a server's last connection slot.
+const ACQUIRE_ATTEMPTS: usize = 4;
+
+// === ServerSpec ===
+
+/// One server as a balancer is built from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServerSpec<'a> {
+    /// The server's id, unique within its backend. Its runtime state is keyed by it.
+    pub id: &'a str,
+    /// The server's weight (`Weight`, default 1 in the SPEC). Zero drains the server: it
+    /// gets no new requests, except those its sticky cookie sends.
+    pub weight: u32,
+    /// An opaque index of the caller's (say, into its own table of connection pools),
+    /// handed back by [`Pick::index`].
+    pub index: usize,
+}
+
+impl<'a> ServerSpec<'a> {
+    /// A server spec.
+    pub const fn new(id: &'a str, weight: u32, index: usize) -> Self {
+        Self { id, weight, index }
+    }
+}
+
+// === BuildError ===
+
+/// Why a balancer could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two servers of the backend share an id.
+    DuplicateServer {
+        /// The backend's id.
+        backend: String,
+        /// The repeated server id.
+        server: String,
+    },
+    /// More servers than a balancer indexes (2^32 - 1).
+    TooManyServers {
+        /// The backend's id.
+        backend: String,
+        /// How many servers were given.
+        count: usize,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::DuplicateServer { backend, server } => {
+                write!(f, "backend {backend:?}: server id {server:?} appears twice")
+            }
+            BuildError::TooManyServers { backend, count } => {
+                write!(
+                    f,
+                    "backend {backend:?}: {count} servers is more than a balancer holds"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+// === Member ===
+
+/// One server inside a balancer: its shared state plus the build-time facts picks read.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) state: Arc<ServerState>,
+    pub(crate) key: u64,
+    pub(crate) weight: u32,
+    pub(crate) index: usize,
+}
+
+// === Selector ===
+
+#[derive(Debug)]
+enum Selector {
+    RoundRobin,
+    Smooth(SmoothWeighted),
+    LeastRequest(WeightedSampler),
+    PeakEwma(WeightedSampler),
+    Random(WeightedSampler),
+    Maglev(Maglev),
+}
+
+// === impl Balancer ===
+
+/// A backend's load balancer: built once per server-set or configuration change, then
+/// shared by every worker (`Send + Sync`, `pick(&self)`).
+///
+/// Build it with [`Balancer::build`]; pick with [`Balancer::pick`]; complete each pick with
+/// [`Pick::complete`](super::Pick::complete) (or drop it). Per-server state lives in the
+/// [`StateStore`], so the next build for the same backend carries it over.
+pub struct Balancer {
+    backend_id: Box<str>,
+    members: Box<[Member]>,
+    /// Positions of the members that take new requests (weight above zero).
+    eligible: Box<[u32]>,
+    selector: Selector,
+    sticky: Option<StickyIndex>,
+    shared: Arc<BackendState>,
+    strategy: Strategy,
+    max_conns: u32,
+    slow_start_ns: u64,
+    fail_open: bool,
+    balance_factor: Option<f64>,
+    default_rtt_ns: f64,
+    decay_ns: f64,
+}
+
+impl Balancer {
+    /// Builds the balancer of backend `backend` over `servers` (in the caller's order, which
+    /// is also the order ties are broken in) with `config`, attaching every server to its
+    /// runtime state in `store` and making `servers` the backend's live set there. `now` is
+    /// the caller's clock: it starts the slow-start ramp of servers new to the backend.
+    ///
+    /// Cost: O(n) plus the strategy's table: smooth WRR O(L × distinct weights) for a period
+    /// of L ≤ 65 536 + n slots; Maglev O(M log M) for its M-slot table. Run it off the
+    /// request path.
+    pub fn build(
+        backend: &str,
+        servers: &[ServerSpec<'_>],
+        config: &BalancerConfig,
+        store: &StateStore,
+        now: Instant,
+    ) -> Result<Self, BuildError> {
+        if u32::try_from(servers.len()).is_err() {
+            return Err(BuildError::TooManyServers {
+                backend: backend.to_owned(),
+                count: servers.len(),
+            });
+        }
+        let mut seen = HashSet::with_capacity(servers.len());
+        for spec in servers {
+            if !seen.insert(spec.id) {
+                return Err(BuildError::DuplicateServer {
+                    backend: backend.to_owned(),
+                    server: spec.id.to_owned(),
+                });
+            }
+        }
+
+        let ids: Vec<(&str, u64)> = servers.iter().map(|s| (s.id, server_key(s.id))).collect();
+        let seed = config.seed ^ hash_key(backend.as_bytes());
+        let attached = store.attach(
+            backend,
+            &ids,
+            now,
+            seed,
+            &config.ejection,
+            config.ewma.decay,
+        );
+        let members: Box<[Member]> = servers
+            .iter()
+            .zip(attached.states)
+            .map(|(spec, state)| Member {
+                key: state.key(),
+                state,
+                weight: spec.weight,
+                index: spec.index,
+            })
+            .collect();
+        let eligible: Box<[u32]> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.weight > 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let weights: Vec<u32> = eligible
+            .iter()
+            .map(|&m| members[m as usize].weight)
+            .collect();
+
+        let selector = match config.strategy {
+            Strategy::RoundRobin => Selector::RoundRobin,
+            Strategy::WeightedRoundRobin => {
+                Selector::Smooth(SmoothWeighted::new(&eligible, &weights))
+            }
+            Strategy::LeastRequest => {
+                Selector::LeastRequest(WeightedSampler::new(&eligible, &weights))
+            }
+            Strategy::PeakEwma => Selector::PeakEwma(WeightedSampler::new(&eligible, &weights)),
+            Strategy::Random => Selector::Random(WeightedSampler::new(&eligible, &weights)),
+            Strategy::Hash | Strategy::Maglev => {
+                let keys: Vec<u64> = eligible.iter().map(|&m| members[m as usize].key).collect();
+                Selector::Maglev(Maglev::new(&eligible, &keys, &weights))
+            }
+        };
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|_| StickyIndex::new(members.iter().map(|m| m.key)));
+        let ewma = &config.ewma;
+
+        Ok(Self {
+            backend_id: backend.into(),
+            members,
+            eligible,
+            selector,
+            sticky,
+            shared: attached.shared,
+            strategy: config.strategy,
+            max_conns: config.max_conns_per_server,
+            slow_start_ns: u64::try_from(config.slow_start.as_nanos()).unwrap_or(u64::MAX),
+            fail_open: config.when_all_down == WhenAllDown::FailOpen,
+            balance_factor: config
+                .strategy
+                .is_hashing()
+                .then_some(config.hash_balance_factor)
+                .flatten()
+                .map(|f| if f.is_nan() { 1.0 } else { f.max(1.0) }),
+            default_rtt_ns: ewma.default_rtt.max(EwmaConfig::MIN_DEFAULT_RTT).as_nanos() as f64,
+            decay_ns: (ewma.decay.as_nanos() as f64).max(1.0),
+        })
+    }
+
+    /// Chooses a server for one request, or `None` when there is none to choose: the backend
+    /// is empty, every untried server is unusable (and failing open does not apply), or every
+    /// server is at `MaxConnsPerServer`.
+    ///
+    /// O(1) expected for every strategy; degraded cases (most servers unusable) fall back to
+    /// an O(n) scan. Never allocates, never locks.
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick<'_>> {
+        if self.eligible.is_empty() && self.sticky.is_none() {
+            return None;
+        }
+        let mut chooser = Chooser::new(self, ctx);
+        for _ in 0..ACQUIRE_ATTEMPTS {
+            let (m, flags) = self.choose(&mut chooser, ctx)?;
+            let member = &self.members[m as usize];
+            if member.state.try_acquire(self.max_conns) {
+                if flags & COUNTED != 0 {
+                    self.shared.in_flight.0.fetch_add(1, Ordering::Relaxed);
+                }
+                return Some(Pick::new(member, ctx.now, flags));
+            }
+        }
+        None
+    }
+
+    fn choose(&self, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<(u32, u8)> {
+        c.relaxed = false;
+        let sticky = match (&self.sticky, ctx.cookie) {
+            (Some(index), Some(cookie)) => index.find(cookie),
+            _ => None,
+        };
+        if let Some(m) = sticky
+            && c.usable(m)
+        {
+            return Some((m, STICKY_HIT));
+        }
+        let mut flags = 0;
+        if self.sticky.is_some() {
+            flags |= SET_COOKIE;
+        }
+        if self.balance_factor.is_some() {
+            flags |= COUNTED;
+        }
+        if let Some(m) = self.select(c, ctx) {
+            return Some((m, flags));
+        }
+        if !self.fail_open || self.any_up(c.now_ns) {
+            return None;
+        }
+        c.relaxed = true;
+        if let Some(m) = sticky
+            && c.usable(m)
+        {
+            return Some((m, STICKY_HIT | FAIL_OPEN));
+        }
+        self.select(c, ctx).map(|m| (m, flags | FAIL_OPEN))
+    }
+
+    fn select(&self, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<u32> {
+        match &self.selector {
+            Selector::RoundRobin => round_robin::select(&self.eligible, c),
+            Selector::Smooth(table) => table.select(&self.eligible, c),
+            Selector::LeastRequest(sampler) => p2c::select(sampler, c, least_request::cheaper),
+            Selector::PeakEwma(sampler) => p2c::select(sampler, c, |c, a, b| {
+                let load = |m: u32| {
+                    let state = &c.member(m).state;
+                    state
+                        .ewma
+                        .load(c.now_ns, self.default_rtt_ns, state.in_flight())
+                };
+                load(a).cheaper_than(load(b), self.decay_ns)
+            }),
+            Selector::Random(sampler) => sampler.select_one(c),
+            Selector::Maglev(table) => {
+                let key = match ctx.key {
+                    Some(key) => key,
+                    None => c.random(),
+                };
+                let capacity = self.balance_factor.map(|factor| {
+                    let total = self.shared.in_flight.0.load(Ordering::Relaxed);
+                    let n = self.eligible.len().max(1) as f64;
+                    (factor * (total as f64 + 1.0) / n).ceil() as u64
+                });
+                table.select(&self.eligible, c, key, capacity)
+            }
+        }
+    }
+
+    /// Whether any server that takes new requests is up (healthy and not ejected).
+    fn any_up(&self, now_ns: u64) -> bool {
+        self.eligible
+            .iter()
+            .any(|&m| self.members[m as usize].state.is_up(now_ns))
+    }
+
+    /// The backend's id.
+    pub fn backend_id(&self) -> &str {
+        &self.backend_id
+    }
+
+    /// The strategy the balancer was built with.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// How many servers the balancer holds (including weight-0 ones).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the balancer holds no server (every pick returns `None`).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The servers' states, in build order.
+    pub fn servers(&self) -> impl ExactSizeIterator<Item = &Arc<ServerState>> + '_ {
+        self.members.iter().map(|m| &m.state)
+    }
+
+    /// The state of server `id`, if the balancer holds it.
+    pub fn server(&self, id: &str) -> Option<&Arc<ServerState>> {
+        self.members
+            .iter()
+            .find(|m| m.state.id() == id)
+            .map(|m| &m.state)
+    }
+}
+
+impl fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balancer")
+            .field("backend", &self.backend_id)
+            .field("strategy", &self.strategy)
+            .field("servers", &self.members.len())
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Chooser ===
+
+/// One pick's view of the balancer: which servers are usable right now, the slow-start
+/// coin, and the random stream (seeded lazily: round robin and hashing rarely need it).
+pub(crate) struct Chooser<'a> {
+    members: &'a [Member],
+    tried: Option<&'a TriedSet>,
+    shared: &'a BackendState,
+    pub(crate) now_ns: u64,
+    max_conns: u32,
+    window_ns: u64,
+    /// Failing open: health and ejection are ignored.
+    pub(crate) relaxed: bool,
+    rng: Option<LocalRng>,
+}
+
+impl<'a> Chooser<'a> {
+    fn new(b: &'a Balancer, ctx: &PickContext<'a>) -> Self {
+        Self {
+            members: &b.members,
+            tried: ctx.tried.filter(|t| !t.is_empty()),
+            shared: &b.shared,
+            now_ns: nanos_since(b.shared.epoch, ctx.now),
+            max_conns: b.max_conns,
+            window_ns: b.slow_start_ns,
+            relaxed: false,
+            rng: None,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn member(&self, m: u32) -> &'a Member {
+        &self.members[m as usize]
+    }
+
+    /// The backend's shared round-robin cursor.
+    #[inline]
+    pub(crate) fn cursor(&self) -> &'a std::sync::atomic::AtomicU64 {
+        &self.shared.cursor.0
+    }
+
+    /// The next random value of this pick's stream.
+    #[inline]
+    pub(crate) fn random(&mut self) -> u64 {
+        let shared: &SharedRng = &self.shared.rng.0;
+        self.rng.get_or_insert_with(|| shared.local()).next()
+    }
+
+    /// Whether member `m` may take this request, slow start aside.
+    #[inline]
+    pub(crate) fn usable(&self, m: u32) -> bool {
+        let member = self.member(m);
+        let state = &member.state;
+        if let Some(tried) = self.tried
+            && tried.contains(member.key)
+        {
+            return false;
+        }
+        if self.max_conns != 0 && state.in_flight() >= self.max_conns {
+            return false;
+        }
+        self.relaxed || state.is_up(self.now_ns)
+    }
+
+    /// Member `m`'s slow-start factor now.
+    #[inline]
+    pub(crate) fn ramp(&self, m: u32) -> f64 {
+        self.member(m).state.ramp_at(self.now_ns, self.window_ns)
+    }
+
+    /// Whether member `m` is usable and wins its slow-start coin toss. A usable member that
+    /// loses the toss is remembered in `fallback`, so a ramping server that is the only
+    /// usable one is still chosen.
+    #[inline]
+    pub(crate) fn admit(&mut self, m: u32, fallback: &mut Option<u32>) -> bool {
+        if !self.usable(m) {
+            return false;
+        }
+        let ramp = self.ramp(m);
+        if ramp >= 1.0 || unit(self.random()) < ramp {
+            return true;
+        }
+        fallback.get_or_insert(m);
+        false
+    }
+
+    /// [`Chooser::admit`] with a coin derived from the request key, so the same keys reach
+    /// a ramping server throughout its ramp.
+    #[inline]
+    pub(crate) fn admit_keyed(&self, m: u32, key: u64, fallback: &mut Option<u32>) -> bool {
+        if !self.usable(m) {
+            return false;
+        }
+        let ramp = self.ramp(m);
+        if ramp >= 1.0 || unit(fmix64(key ^ self.member(m).key)) < ramp {
+            return true;
+        }
+        fallback.get_or_insert(m);
+        false
+    }
+
+    /// The rotation strategies' probe: `slots[start]` if it can take the request;
+    /// otherwise up to [`ATTEMPTS`] slots drawn at random, so a skipped server's turn goes to
+    /// a random other server rather than always to its successor (which would double the
+    /// successor's share); then a scan of `scan` in order.
+    pub(crate) fn probe(&mut self, slots: &[u32], start: usize, scan: &[u32]) -> Option<u32> {
+        let mut fallback = None;
+        let first = slots[start];
+        if self.admit(first, &mut fallback) {
+            return Some(first);
+        }
+        for _ in 0..ATTEMPTS {
+            let m = slots[below(self.random(), slots.len())];
+            if self.admit(m, &mut fallback) {
+                return Some(m);
+            }
+        }
+        fallback.or_else(|| {
+            let from = below(self.random(), scan.len());
+            self.first_usable(scan, from)
+        })
+    }
+
+    /// The first usable member of `among` in rotation order from position `start`: the
+    /// degraded path when sampling or probing found nothing.
+    pub(crate) fn first_usable(&self, among: &[u32], start: usize) -> Option<u32> {
+        let n = among.len();
+        (0..n)
+            .map(|step| among[(start + step) % n])
+            .find(|&m| self.usable(m))
+    }
+}

@@ -1,0 +1,267 @@
+//! Peak-EWMA latency estimate and the `"p2c-ewma"` strategy.
+//!
+//! Reference: Finagle's `PeakEwma` load metric, as ported to tower
+//! (`tower/src/load/peak_ewma.rs`) and used by linkerd2-proxy. Each server keeps an estimate
+//! of its round-trip time:
+//!
+//! * a sample above the current (decayed) estimate replaces it outright — the *peak* rule,
+//!   so a server that turns slow is noticed at once;
+//! * a sample below it is blended in with weight `1 - w`, `w = exp(-Δt / decay)`, where `Δt`
+//!   is the time since the previous sample: the staler the estimate, the more the new sample
+//!   counts;
+//! * between samples the estimate decays toward zero with the same time constant, so an idle
+//!   server that was slow once is tried again eventually.
+//!
+//! The load of a server is `cost = estimate × (in_flight + 1)`, and the strategy is power of
+//! two choices over that cost (see [`p2c`](super::p2c)): two candidates drawn by weight, the
+//! cheaper one wins (ties go to the first). Weights therefore act only through the draw of
+//! the candidates, the composition tower #696 recommends; they do not scale the cost.
+//!
+//! Two deliberate differences from tower:
+//! * **No write on read.** tower's load query stores the decayed value back (it records an
+//!   RTT of zero at `now`). Here a pick only reads: the decay is computed from the stored
+//!   estimate and its timestamp, so picks never write to shared cache lines. The decay curve
+//!   of an idle server is the same; a sample after an idle gap is blended with the stored
+//!   estimate using the whole gap as `Δt`.
+//! * **The seed does not decay.** tower seeds a new endpoint with `default_rtt` and decays
+//!   it like a sample, so an endpoint that goes unpicked for a few decay periods looks free
+//!   and is flooded until its first response returns — the failure linkerd's
+//!   `MIN_DEFAULT_RTT` comment describes. Here a server without any sample costs
+//!   `default_rtt × (in_flight + 1)` until its first sample arrives, so the cost still grows
+//!   with every request sent to it.
+//!
+//! The estimate and its timestamp are two atomics updated with a compare-and-swap on the
+//! estimate: concurrent completions never tear the value; at worst one of them blends
+//! against a timestamp a few microseconds stale, which moves the weight negligibly.
+//!
+//! Latency samples come from [`Pick::complete`](super::Pick::complete) for answers that
+//! arrived (success, 5xx, timeout). Connect failures are not samples: a server refusing
+//! connections would otherwise look fast and attract traffic; passive ejection handles it.
+//!
+//! Complexity: O(1) per pick (two candidate draws and at most one `exp`: comparing two
+//! decayed costs only needs the decay of their age difference); empty input: no server, the
+//! pick returns `None`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The decay weight `exp(-elapsed / decay)` of a sample `elapsed_ns` old.
+fn decay_weight(elapsed_ns: u64, decay_ns: f64) -> f64 {
+    if elapsed_ns == 0 {
+        1.0
+    } else {
+        (-(elapsed_ns as f64) / decay_ns).exp()
+    }
+}
+
+// === impl PeakEwma ===
+
+/// A server's peak-EWMA round-trip estimate, in nanoseconds.
+#[derive(Debug, Default)]
+pub(crate) struct PeakEwma {
+    /// The estimate at the last sample, as `f64` bits.
+    rtt_ns: AtomicU64,
+    /// When the last sample was taken: nanoseconds since the backend's epoch plus one; zero
+    /// means no sample yet.
+    at: AtomicU64,
+}
+
+impl PeakEwma {
+    pub(crate) const fn new() -> Self {
+        Self {
+            rtt_ns: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    /// The estimate decayed to `now_ns`, or `None` before the first sample.
+    pub(crate) fn estimate(&self, now_ns: u64, decay_ns: f64) -> Option<f64> {
+        let at = self.at.load(Ordering::Acquire);
+        if at == 0 {
+            return None;
+        }
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        Some(rtt * decay_weight(now_ns.saturating_sub(at - 1), decay_ns))
+    }
+
+    /// The P2C cost: the estimate (or `default_rtt_ns` before any sample) times
+    /// `in_flight + 1`.
+    #[cfg(test)]
+    pub(crate) fn cost(
+        &self,
+        now_ns: u64,
+        decay_ns: f64,
+        default_rtt_ns: f64,
+        in_flight: u32,
+    ) -> f64 {
+        let load = self.load(now_ns, default_rtt_ns, in_flight);
+        load.undecayed * decay_weight(load.age_ns, decay_ns)
+    }
+
+    /// The cost before decay, and the age its decay is computed from: the stored estimate
+    /// times `in_flight + 1` and its age, or `default_rtt_ns` times `in_flight + 1` and age
+    /// zero (the seed never decays).
+    #[inline]
+    pub(crate) fn load(&self, now_ns: u64, default_rtt_ns: f64, in_flight: u32) -> Load {
+        let pending = f64::from(in_flight) + 1.0;
+        let at = self.at.load(Ordering::Acquire);
+        if at == 0 {
+            return Load {
+                undecayed: default_rtt_ns * pending,
+                age_ns: 0,
+            };
+        }
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        Load {
+            undecayed: rtt * pending,
+            age_ns: now_ns.saturating_sub(at - 1),
+        }
+    }
+
+    /// Folds in a round-trip sample `rtt_ns` taken at `now_ns`.
+    pub(crate) fn observe(&self, rtt_ns: f64, now_ns: u64, decay_ns: f64) {
+        let mut bits = self.rtt_ns.load(Ordering::Relaxed);
+        loop {
+            let at = self.at.load(Ordering::Acquire);
+            let next = if at == 0 {
+                rtt_ns
+            } else {
+                let old = f64::from_bits(bits);
+                let w = decay_weight(now_ns.saturating_sub(at - 1), decay_ns);
+                if rtt_ns > old * w {
+                    rtt_ns
+                } else {
+                    old * w + rtt_ns * (1.0 - w)
+                }
+            };
+            match self.rtt_ns.compare_exchange_weak(
+                bits,
+                next.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(current) => bits = current,
+            }
+        }
+        self.at
+            .fetch_max(now_ns.saturating_add(1), Ordering::AcqRel);
+    }
+}
+
+// === impl Load ===
+
+/// A server's P2C cost in a form two of which compare with a single `exp`: the cost is
+/// `undecayed × exp(-age / decay)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    undecayed: f64,
+    age_ns: u64,
+}
+
+impl Load {
+    /// Whether `self` costs strictly less than `other`. Dividing both costs by the decay of
+    /// the younger one leaves one `exp` of the age difference (at most 1, so it never
+    /// overflows); equal ages need none.
+    #[inline]
+    pub(crate) fn cheaper_than(self, other: Load, decay_ns: f64) -> bool {
+        match self.age_ns.cmp(&other.age_ns) {
+            std::cmp::Ordering::Equal => self.undecayed < other.undecayed,
+            std::cmp::Ordering::Greater => {
+                self.undecayed * decay_weight(self.age_ns - other.age_ns, decay_ns)
+                    < other.undecayed
+            }
+            std::cmp::Ordering::Less => {
+                self.undecayed
+                    < other.undecayed * decay_weight(other.age_ns - self.age_ns, decay_ns)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: f64 = 1e6;
+    const DECAY: f64 = 10_000.0 * MS;
+
+    #[test]
+    fn no_sample_means_no_estimate_and_default_cost() {
+        let e = PeakEwma::new();
+        assert_eq!(e.estimate(0, DECAY), None);
+        assert_eq!(e.cost(0, DECAY, 30.0 * MS, 0), 30.0 * MS);
+        assert_eq!(e.cost(5_000_000_000, DECAY, 30.0 * MS, 3), 120.0 * MS);
+    }
+
+    #[test]
+    fn a_slower_sample_replaces_the_estimate_at_once() {
+        let e = PeakEwma::new();
+        e.observe(10.0 * MS, 0, DECAY);
+        e.observe(500.0 * MS, 1, DECAY);
+        assert_eq!(e.estimate(1, DECAY), Some(500.0 * MS));
+    }
+
+    #[test]
+    fn a_faster_sample_is_blended_by_its_age() {
+        let e = PeakEwma::new();
+        e.observe(100.0 * MS, 0, DECAY);
+        let dt = 10_000_000_000u64; // one time constant
+        e.observe(10.0 * MS, dt, DECAY);
+        let w = (-1.0f64).exp();
+        let want = 100.0 * MS * w + 10.0 * MS * (1.0 - w);
+        let got = e.estimate(dt, DECAY).unwrap();
+        assert!((got - want).abs() < 1.0, "{got} vs {want}");
+    }
+
+    #[test]
+    fn estimate_decays_toward_zero_while_idle() {
+        let e = PeakEwma::new();
+        e.observe(100.0 * MS, 0, DECAY);
+        let one = e.estimate(10_000_000_000, DECAY).unwrap();
+        assert!((one - 100.0 * MS * (-1.0f64).exp()).abs() < 1.0);
+        let many = e.estimate(100_000_000_000, DECAY).unwrap();
+        assert!(many < 0.01 * MS);
+    }
+
+    #[test]
+    fn cheaper_than_agrees_with_comparing_decayed_costs() {
+        let samples = [
+            (None, 0u32),
+            (Some((5.0 * MS, 0u64)), 0),
+            (Some((5.0 * MS, 0)), 3),
+            (Some((80.0 * MS, 2_000_000_000)), 0),
+            (Some((80.0 * MS, 30_000_000_000)), 1),
+            (Some((1.0, 59_000_000_000)), 9),
+            (Some((0.0, 1)), 0),
+        ];
+        let now = 60_000_000_000u64;
+        let cells: Vec<(PeakEwma, u32)> = samples
+            .iter()
+            .map(|&(sample, in_flight)| {
+                let e = PeakEwma::new();
+                if let Some((rtt, at)) = sample {
+                    e.observe(rtt, at, DECAY);
+                }
+                (e, in_flight)
+            })
+            .collect();
+        for (a, pa) in &cells {
+            for (b, pb) in &cells {
+                let direct =
+                    a.cost(now, DECAY, 30.0 * MS, *pa) < b.cost(now, DECAY, 30.0 * MS, *pb);
+                let fast = a
+                    .load(now, 30.0 * MS, *pa)
+                    .cheaper_than(b.load(now, 30.0 * MS, *pb), DECAY);
+                assert_eq!(direct, fast);
+            }
+        }
+    }
+
+    #[test]
+    fn cost_grows_with_in_flight() {
+        let e = PeakEwma::new();
+        e.observe(20.0 * MS, 0, DECAY);
+        assert_eq!(e.cost(0, DECAY, MS, 0), 20.0 * MS);
+        assert_eq!(e.cost(0, DECAY, MS, 4), 100.0 * MS);
+    }
+}

@@ -1,0 +1,156 @@
+//! Sticky sessions by cookie.
+//!
+//! Reference: HAProxy's `cookie SRV insert` and NGINX's `sticky cookie`: the proxy sets a
+//! cookie naming the server it chose, and later requests carrying that cookie go back to
+//! the same server while it is usable.
+//!
+//! The cookie's value is the 16 lowercase hex digits of the server id's stable hash (see
+//! [`hash_key`](super::hash_key)), never the server's URL or address: it reveals nothing
+//! about the backend network, survives snapshots and restarts, and every proxy instance
+//! agrees on it. A cookie that names no server of the backend, or one that is unusable
+//! (down, ejected, at its connection limit, already tried), is ignored: the strategy picks,
+//! and [`Pick::set_cookie`](super::Pick::set_cookie) tells the caller the value to set.
+//!
+//! Complexity: O(16) to parse a cookie, O(log n) to find its server in a table sorted by
+//! hash, built once per server-set change. Empty input: no server matches, the strategy runs
+//! (and returns `None` on an empty backend).
+
+use std::fmt;
+
+// === impl CookieValue ===
+
+/// A sticky-cookie value: the 16 hex digits naming one server. `Copy` and formatted without
+/// allocating ([`CookieValue::as_str`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CookieValue {
+    key: u64,
+    hex: [u8; 16],
+}
+
+impl CookieValue {
+    /// The value for the server whose stable key is `key`.
+    pub fn new(key: u64) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 16];
+        for (i, byte) in hex.iter_mut().enumerate() {
+            let nibble = (key >> (60 - 4 * i)) & 0xf;
+            *byte = DIGITS[nibble as usize];
+        }
+        Self { key, hex }
+    }
+
+    /// Parses a cookie value as sent back by a client: exactly 16 hex digits (either case).
+    /// Anything else is `None`, never an error: a client can send any bytes.
+    pub fn parse(value: &str) -> Option<Self> {
+        let bytes = value.as_bytes();
+        if bytes.len() != 16 {
+            return None;
+        }
+        let mut key = 0u64;
+        for &b in bytes {
+            let nibble = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
+                _ => return None,
+            };
+            key = (key << 4) | u64::from(nibble);
+        }
+        Some(Self::new(key))
+    }
+
+    /// The server key this value names.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The value as text, ready for a `Set-Cookie` header.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into `hex`.
+        std::str::from_utf8(&self.hex).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for CookieValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CookieValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CookieValue({})", self.as_str())
+    }
+}
+
+// === impl StickyIndex ===
+
+/// Server keys sorted for binary search, each with its member position.
+#[derive(Debug)]
+pub(crate) struct StickyIndex {
+    by_key: Box<[(u64, u32)]>,
+}
+
+impl StickyIndex {
+    /// Indexes `keys` (member position = slice position). Keys are distinct: the balancer
+    /// rejects duplicate server ids, and distinct ids colliding on 64 bits is not a concern.
+    pub(crate) fn new(keys: impl Iterator<Item = u64>) -> Self {
+        let mut by_key: Vec<(u64, u32)> =
+            keys.enumerate().map(|(i, key)| (key, i as u32)).collect();
+        by_key.sort_unstable();
+        Self {
+            by_key: by_key.into_boxed_slice(),
+        }
+    }
+
+    /// The member named by the cookie value `cookie`, if any.
+    pub(crate) fn find(&self, cookie: &str) -> Option<u32> {
+        let key = CookieValue::parse(cookie)?.key();
+        self.by_key
+            .binary_search_by_key(&key, |&(k, _)| k)
+            .ok()
+            .map(|at| self.by_key[at].1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_value_is_sixteen_lowercase_hex_digits() {
+        let v = CookieValue::new(0x0123_4567_89ab_cdef);
+        assert_eq!(v.as_str(), "0123456789abcdef");
+        assert_eq!(v.to_string(), "0123456789abcdef");
+        assert_eq!(CookieValue::new(0).as_str(), "0000000000000000");
+    }
+
+    #[test]
+    fn cookie_value_round_trips_and_accepts_upper_case() {
+        for key in [0, 1, u64::MAX, 0xdead_beef_0000_0001] {
+            let v = CookieValue::new(key);
+            assert_eq!(CookieValue::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(
+            CookieValue::parse("DEADBEEF00000001").map(|v| v.key()),
+            Some(0xdead_beef_0000_0001)
+        );
+    }
+
+    #[test]
+    fn malformed_cookie_values_name_no_server() {
+        for bad in [
+            "",
+            "abc",
+            "0123456789abcdeg",
+            "0123456789abcdef0",
+            "+123456789abcdef",
+        ] {
+            assert_eq!(CookieValue::parse(bad), None, "{bad:?}");
+        }
+        let index = StickyIndex::new([1u64, 2, 3].into_iter());
+        assert_eq!(index.find("not-a-cookie"), None);
+        assert_eq!(index.find(CookieValue::new(4).as_str()), None);
+        assert_eq!(index.find(CookieValue::new(2).as_str()), Some(1));
+    }
+}
