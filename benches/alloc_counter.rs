@@ -4,7 +4,7 @@
 //! performs zero heap allocations. Counting is per thread so the test harness's own threads
 //! do not disturb the figure.
 //!
-//! ```ignore
+//! ```text
 //! #[global_allocator]
 //! static ALLOC: lb_benches::alloc_counter::CountingAlloc = lb_benches::alloc_counter::CountingAlloc;
 //! let n = lb_benches::alloc_counter::count(|| { let _ = Vec::<u8>::with_capacity(8); });

@@ -58,6 +58,7 @@ const HOST_BUF: usize = 256;
 pub struct Router<T> {
     ids: FxHashMap<Arc<str>, usize>,
     routes: Vec<Option<Route<T>>>,
+    infos: Vec<Option<RouteInfo>>,
     free_routes: Vec<usize>,
     alts: Vec<Option<Entry>>,
     free_alts: Vec<EntryId>,
@@ -81,12 +82,18 @@ pub struct Match<'r, 'q, T> {
     pub captures: Captures<'q>,
 }
 
+/// The part of a route a lookup reads, kept small so that the table stays in cache.
 #[derive(Debug, Clone)]
 struct Route<T> {
     id: Arc<str>,
+    value: T,
+}
+
+/// The part of a route only inserts, removes and inspection read (same slot as `Route`).
+#[derive(Debug, Clone)]
+struct RouteInfo {
     priority: i32,
     expr: Expr,
-    value: T,
     alts: Vec<EntryId>,
 }
 
@@ -166,6 +173,7 @@ impl<T> Router<T> {
         Self {
             ids: FxHashMap::default(),
             routes: Vec::new(),
+            infos: Vec::new(),
             free_routes: Vec::new(),
             alts: Vec::new(),
             free_alts: Vec::new(),
@@ -205,16 +213,14 @@ impl<T> Router<T> {
             Some(slot) => slot,
             None => {
                 self.routes.push(None);
+                self.infos.push(None);
                 self.routes.len() - 1
             }
         };
         let cond = Cond::compile(&expr);
         self.routes[slot] = Some(Route {
             id: id.clone(),
-            priority,
-            expr,
             value,
-            alts: Vec::new(),
         });
         self.ids.insert(id, slot);
         let mut alt_ids = Vec::new();
@@ -227,9 +233,11 @@ impl<T> Router<T> {
             };
             alt_ids.push(self.file(entry));
         }
-        if let Some(route) = &mut self.routes[slot] {
-            route.alts = alt_ids;
-        }
+        self.infos[slot] = Some(RouteInfo {
+            priority,
+            expr,
+            alts: alt_ids,
+        });
         old
     }
 
@@ -238,7 +246,7 @@ impl<T> Router<T> {
         let slot = self.ids.remove(id)?;
         let route = self.routes[slot].take()?;
         self.free_routes.push(slot);
-        for alt_id in route.alts {
+        for alt_id in self.infos[slot].take().map(|i| i.alts).unwrap_or_default() {
             self.unfile(alt_id);
         }
         Some(route.value)
@@ -253,7 +261,7 @@ impl<T> Router<T> {
     /// The parsed expression of route `id`.
     pub fn expr(&self, id: &str) -> Option<&Expr> {
         let slot = *self.ids.get(id)?;
-        self.routes[slot].as_ref().map(|r| &r.expr)
+        self.infos[slot].as_ref().map(|r| &r.expr)
     }
 
     /// Number of routes.
@@ -270,8 +278,8 @@ impl<T> Router<T> {
     pub fn iter(&self) -> impl Iterator<Item = (&str, i32, &T)> {
         self.routes
             .iter()
-            .flatten()
-            .map(|r| (&*r.id, r.priority, &r.value))
+            .zip(&self.infos)
+            .filter_map(|(r, i)| Some((&*r.as_ref()?.id, i.as_ref()?.priority, &r.as_ref()?.value)))
     }
 
     /// Finds the best route for `req`: highest priority, then most specific, then lowest id.
