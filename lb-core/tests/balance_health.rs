@@ -1,24 +1,18 @@
 //! Health, passive ejection, `MaxConnsPerServer`, failing open and retry picks, all on an
 //! injected clock (`t0 + offsets`; nothing here reads the real time after `t0`).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::build_equal;
 use lb_core::balance::{
-    Balancer, BalancerConfig, EjectionConfig, Outcome, PickContext, ServerSpec, StateStore,
-    Strategy, TriedSet, WhenAllDown,
+    Balancer, BalancerConfig, EjectionConfig, Outcome, PickContext, StateStore, Strategy, TriedSet,
+    WhenAllDown,
 };
 
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("s{i}")).collect()
-}
-
-fn build(config: &BalancerConfig, ids: &[String], store: &StateStore, now: Instant) -> Balancer {
-    let specs: Vec<ServerSpec<'_>> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ServerSpec::new(id, 1, i))
-        .collect();
-    Balancer::build("backend", &specs, config, store, now).unwrap()
 }
 
 fn secs(s: u64) -> Duration {
@@ -55,7 +49,7 @@ fn consecutive_connect_failures_eject_a_server_until_its_backoff_ends() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let names = ids(4);
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(3)),
         &names,
         &store,
@@ -88,7 +82,7 @@ fn consecutive_connect_failures_eject_a_server_until_its_backoff_ends() {
 fn a_success_resets_the_failure_streak() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(3)),
         &ids(4),
         &store,
@@ -105,7 +99,7 @@ fn a_success_resets_the_failure_streak() {
 fn repeated_ejections_back_off_longer_up_to_the_cap() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(1)),
         &ids(4),
         &store,
@@ -126,7 +120,7 @@ fn repeated_ejections_back_off_longer_up_to_the_cap() {
 fn ejection_multiplier_decays_while_the_server_behaves() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(1)),
         &ids(4),
         &store,
@@ -146,7 +140,7 @@ fn ejection_multiplier_decays_while_the_server_behaves() {
 fn at_most_half_the_backend_is_ejected_at_once() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(1)),
         &ids(5),
         &store,
@@ -166,7 +160,7 @@ fn at_most_half_the_backend_is_ejected_at_once() {
 fn a_lone_server_is_never_ejected() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(1)),
         &ids(1),
         &store,
@@ -185,7 +179,7 @@ fn server_errors_count_as_failures_only_when_configured() {
             count_5xx,
             ..ejection(2)
         });
-        let b = build(&config, &ids(3), &store, t0);
+        let b = build_equal(&config, &ids(3), &store, t0);
         fail(&b, "s0", Outcome::ServerError, 2, t0);
         assert_eq!(
             b.server("s0").unwrap().is_ejected(t0),
@@ -199,7 +193,7 @@ fn server_errors_count_as_failures_only_when_configured() {
 fn cancelled_requests_neither_fail_nor_succeed() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(3)),
         &ids(2),
         &store,
@@ -215,7 +209,7 @@ fn cancelled_requests_neither_fail_nor_succeed() {
 fn ejection_threshold_zero_disables_passive_ejection() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(
+    let b = build_equal(
         &BalancerConfig::default().with_ejection(ejection(0)),
         &ids(2),
         &store,
@@ -229,7 +223,7 @@ fn every_server_down_fails_open_across_all_of_them() {
     let t0 = Instant::now();
     for strategy in Strategy::ALL {
         let store = StateStore::new();
-        let b = build(&BalancerConfig::new(strategy), &ids(3), &store, t0);
+        let b = build_equal(&BalancerConfig::new(strategy), &ids(3), &store, t0);
         for state in b.servers() {
             state.set_healthy(false, t0);
         }
@@ -255,7 +249,7 @@ fn every_server_down_yields_no_server_when_configured_to_refuse() {
     for strategy in Strategy::ALL {
         let store = StateStore::new();
         let config = BalancerConfig::new(strategy).with_when_all_down(WhenAllDown::Refuse);
-        let b = build(&config, &ids(3), &store, t0);
+        let b = build_equal(&config, &ids(3), &store, t0);
         for state in b.servers() {
             state.set_healthy(false, t0);
         }
@@ -271,7 +265,7 @@ fn a_single_healthy_server_takes_everything_without_failing_open() {
     let t0 = Instant::now();
     for strategy in Strategy::ALL {
         let store = StateStore::new();
-        let b = build(&BalancerConfig::new(strategy), &ids(4), &store, t0);
+        let b = build_equal(&BalancerConfig::new(strategy), &ids(4), &store, t0);
         for state in b.servers().filter(|s| s.id() != "s3") {
             state.set_healthy(false, t0);
         }
@@ -289,7 +283,7 @@ fn servers_at_max_conns_are_skipped_and_never_exceeded() {
     for strategy in Strategy::ALL {
         let store = StateStore::new();
         let config = BalancerConfig::new(strategy).with_max_conns_per_server(2);
-        let b = build(&config, &ids(3), &store, t0);
+        let b = build_equal(&config, &ids(3), &store, t0);
         let held: Vec<_> = (0..6u64)
             .map(|key| {
                 b.pick(&PickContext::new(t0).with_key(key))
@@ -314,7 +308,7 @@ fn retry_pick_never_returns_a_tried_server() {
     let t0 = Instant::now();
     for strategy in Strategy::ALL {
         let store = StateStore::new();
-        let b = build(&BalancerConfig::new(strategy), &ids(4), &store, t0);
+        let b = build_equal(&BalancerConfig::new(strategy), &ids(4), &store, t0);
         let mut tried = TriedSet::new();
         let mut order = Vec::new();
         for _ in 0..4 {
@@ -339,7 +333,7 @@ fn retry_pick_never_returns_a_tried_server() {
 fn retry_with_every_untried_server_down_does_not_fail_open() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(&BalancerConfig::default(), &ids(3), &store, t0);
+    let b = build_equal(&BalancerConfig::default(), &ids(3), &store, t0);
     b.server("s1").unwrap().set_healthy(false, t0);
     b.server("s2").unwrap().set_healthy(false, t0);
     let mut tried = TriedSet::new();
@@ -352,7 +346,7 @@ fn retry_with_every_untried_server_down_does_not_fail_open() {
 fn active_check_flips_health_both_ways() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build(&BalancerConfig::default(), &ids(2), &store, t0);
+    let b = build_equal(&BalancerConfig::default(), &ids(2), &store, t0);
     let s0 = store.server("backend", "s0").unwrap();
     assert!(s0.is_healthy());
     s0.set_healthy(false, t0);
@@ -367,7 +361,7 @@ fn max_conns_holds_under_concurrent_picks() {
     for strategy in Strategy::ALL {
         let store = StateStore::new();
         let config = BalancerConfig::new(strategy).with_max_conns_per_server(3);
-        let b = build(&config, &ids(4), &store, t0);
+        let b = build_equal(&config, &ids(4), &store, t0);
         std::thread::scope(|scope| {
             for thread in 0..4u64 {
                 let b = &b;

@@ -1,22 +1,16 @@
 //! Per-server runtime state survives rebuilding the balancer for a new snapshot that keeps
 //! the server, and goes away with the server.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::build_equal;
 use lb_core::balance::{
     Balancer, BalancerConfig, EjectionConfig, Outcome, PickContext, ServerSpec, StateStore,
     Strategy,
 };
-
-fn build(config: &BalancerConfig, ids: &[&str], store: &StateStore, now: Instant) -> Balancer {
-    let specs: Vec<ServerSpec<'_>> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ServerSpec::new(id, 1, i))
-        .collect();
-    Balancer::build("backend", &specs, config, store, now).unwrap()
-}
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -32,10 +26,10 @@ fn server_state_survives_a_rebuild_that_keeps_the_server() {
             consecutive_failures: 1,
             ..EjectionConfig::default()
         });
-    let _boot = build(&config, &["a", "b", "c", "d"], &store, t0);
+    let _boot = build_equal(&config, &["a", "b", "c", "d"], &store, t0);
     // "keep" joins later, so it ramps; "flaky" gets ejected.
     let added = t0 + secs(10);
-    let old = build(
+    let old = build_equal(
         &config,
         &["a", "b", "c", "d", "keep", "flaky"],
         &store,
@@ -68,7 +62,7 @@ fn server_state_survives_a_rebuild_that_keeps_the_server() {
     let now = added + secs(5);
     let mut changed = config.clone();
     changed.strategy = Strategy::PeakEwma;
-    let new = build(&changed, &["flaky", "keep", "e", "a", "b"], &store, now);
+    let new = build_equal(&changed, &["flaky", "keep", "e", "a", "b"], &store, now);
     let keep_after = new.server("keep").unwrap();
     assert!(Arc::ptr_eq(keep_after, &keep), "same state object");
     assert_eq!(keep_after.in_flight(), 1, "in-flight survives");
@@ -101,11 +95,11 @@ fn server_state_survives_a_rebuild_that_keeps_the_server() {
 }
 
 #[test]
-fn round_robin_position_survives_a_rebuild() {
+fn round_robin_position_survives_a_rebuild_equal() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::new(Strategy::RoundRobin);
-    let first = build(&config, &["a", "b", "c", "d"], &store, t0);
+    let first = build_equal(&config, &["a", "b", "c", "d"], &store, t0);
     let picked: Vec<String> = (0..2)
         .map(|_| {
             first
@@ -117,7 +111,7 @@ fn round_robin_position_survives_a_rebuild() {
         .collect();
     assert_eq!(picked, ["a", "b"]);
     // A rebuild does not restart the rotation at the first server.
-    let second = build(&config, &["a", "b", "c", "d", "e"], &store, t0);
+    let second = build_equal(&config, &["a", "b", "c", "d", "e"], &store, t0);
     let picked: Vec<String> = (0..4)
         .map(|_| {
             second
@@ -135,13 +129,13 @@ fn re_adding_a_server_in_a_later_snapshot_does_not_restart_its_ramp() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::default().with_slow_start(secs(60));
-    let _boot = build(&config, &["a"], &store, t0);
+    let _boot = build_equal(&config, &["a"], &store, t0);
     let added = t0 + secs(1);
-    let b1 = build(&config, &["a", "new"], &store, added);
+    let b1 = build_equal(&config, &["a", "new"], &store, added);
     // Rebuilt three times with the same servers: the ramp keeps its original start.
     let mut last = b1;
     for i in 2..5 {
-        last = build(&config, &["new", "a"], &store, added + secs(i));
+        last = build_equal(&config, &["new", "a"], &store, added + secs(i));
     }
     assert_eq!(last.server("new").unwrap().ramp_started_at(), Some(added));
 }
@@ -151,11 +145,11 @@ fn removed_server_state_is_dropped_and_a_later_return_is_a_new_server() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::default().with_slow_start(secs(60));
-    let _boot = build(&config, &["a"], &store, t0);
-    let b1 = build(&config, &["a", "gone"], &store, t0);
+    let _boot = build_equal(&config, &["a"], &store, t0);
+    let b1 = build_equal(&config, &["a", "gone"], &store, t0);
     let weak = Arc::downgrade(b1.server("gone").unwrap());
     b1.server("gone").unwrap().set_healthy(false, t0);
-    let b2 = build(&config, &["a"], &store, t0 + secs(1));
+    let b2 = build_equal(&config, &["a"], &store, t0 + secs(1));
     drop(b1);
     assert!(
         weak.upgrade().is_none(),
@@ -164,7 +158,7 @@ fn removed_server_state_is_dropped_and_a_later_return_is_a_new_server() {
     assert!(store.server("backend", "gone").is_none());
 
     let back = t0 + secs(2);
-    let b3 = build(&config, &["a", "gone"], &store, back);
+    let b3 = build_equal(&config, &["a", "gone"], &store, back);
     let gone = b3.server("gone").unwrap();
     assert!(gone.is_healthy(), "fresh state");
     assert_eq!(gone.ramp_started_at(), Some(back), "fresh ramp");
@@ -176,7 +170,7 @@ fn removed_server_with_requests_in_flight_keeps_its_state_until_they_finish() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::default();
-    let b1 = build(&config, &["a", "b"], &store, t0);
+    let b1 = build_equal(&config, &["a", "b"], &store, t0);
     let held = loop {
         let pick = b1.pick(&PickContext::new(t0)).unwrap();
         if pick.server_id() == "b" {
@@ -184,11 +178,11 @@ fn removed_server_with_requests_in_flight_keeps_its_state_until_they_finish() {
         }
     };
     let b_state = Arc::clone(held.server());
-    let _b2 = build(&config, &["a"], &store, t0);
+    let _b2 = build_equal(&config, &["a"], &store, t0);
     drop(b1);
     assert_eq!(b_state.in_flight(), 1);
     // Re-added while its request is still running: the same state, count intact.
-    let b3 = build(&config, &["a", "b"], &store, t0);
+    let b3 = build_equal(&config, &["a", "b"], &store, t0);
     assert!(Arc::ptr_eq(b3.server("b").unwrap(), &b_state));
     drop(held);
     assert_eq!(b3.server("b").unwrap().in_flight(), 0);

@@ -1,7 +1,10 @@
 //! Sticky sessions by cookie.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::build_equal;
 use lb_core::balance::{
     Balancer, BalancerConfig, CookieValue, Outcome, PickContext, ServerSpec, StateStore, Strategy,
     TriedSet, hash_key,
@@ -10,13 +13,8 @@ use lb_core::balance::{
 const SERVERS: [&str; 3] = ["http://10.0.0.1:8080", "srv-b", "srv-c"];
 
 fn build(strategy: Strategy, store: &StateStore, now: Instant) -> Balancer {
-    let specs: Vec<ServerSpec<'_>> = SERVERS
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ServerSpec::new(id, 1, i))
-        .collect();
     let config = BalancerConfig::new(strategy).with_sticky_cookie("lb");
-    Balancer::build("backend", &specs, &config, store, now).unwrap()
+    build_equal(&config, &SERVERS, store, now)
 }
 
 #[test]

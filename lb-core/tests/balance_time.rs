@@ -1,23 +1,15 @@
 //! Time-dependent behaviour on an injected clock: peak-EWMA decay and slow start.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lb_core::balance::{
-    Balancer, BalancerConfig, EwmaConfig, Outcome, PickContext, ServerSpec, StateStore, Strategy,
-};
+use common::build_equal;
+use lb_core::balance::{BalancerConfig, EwmaConfig, Outcome, PickContext, StateStore, Strategy};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn build_at(config: &BalancerConfig, ids: &[&str], store: &StateStore, now: Instant) -> Balancer {
-    let specs: Vec<ServerSpec<'_>> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ServerSpec::new(id, 1, i))
-        .collect();
-    Balancer::build("backend", &specs, config, store, now).unwrap()
 }
 
 fn close(a: Duration, b: Duration) -> bool {
@@ -32,7 +24,7 @@ fn ewma_jumps_to_a_slower_peak_then_decays_with_its_time_constant() {
         default_rtt: ms(30),
         decay: Duration::from_secs(10),
     });
-    let b = build_at(&config, &["a"], &store, t0);
+    let b = build_equal(&config, &["a"], &store, t0);
     let a = b.server("a").unwrap().clone();
 
     let pick = b.pick(&PickContext::new(t0)).unwrap();
@@ -75,7 +67,7 @@ fn ewma_jumps_to_a_slower_peak_then_decays_with_its_time_constant() {
 fn connect_failures_are_not_latency_samples() {
     let t0 = Instant::now();
     let store = StateStore::new();
-    let b = build_at(
+    let b = build_equal(
         &BalancerConfig::new(Strategy::PeakEwma),
         &["a", "b"],
         &store,
@@ -92,7 +84,7 @@ fn a_decayed_slow_server_gets_traffic_again() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::new(Strategy::PeakEwma).with_seed(8);
-    let b = build_at(&config, &["steady", "recovered"], &store, t0);
+    let b = build_equal(&config, &["steady", "recovered"], &store, t0);
     // "recovered" was once very slow; "steady" answers in 20 ms.
     for (id, rtt) in [("recovered", ms(2_000)), ("steady", ms(20))] {
         loop {
@@ -134,9 +126,9 @@ fn slow_start_ramps_a_new_servers_share_from_ten_percent_to_full() {
         .with_slow_start(window)
         .with_seed(12);
     // First build: process start, nobody ramps.
-    let _first = build_at(&config, &["a", "b", "c"], &store, t0);
+    let _first = build_equal(&config, &["a", "b", "c"], &store, t0);
     let added = t0 + Duration::from_secs(1);
-    let b = build_at(&config, &["a", "b", "c", "new"], &store, added);
+    let b = build_equal(&config, &["a", "b", "c", "new"], &store, added);
     let new = b.server("new").unwrap().clone();
     assert_eq!(new.ramp_started_at(), Some(added));
 
@@ -167,8 +159,8 @@ fn slow_start_applies_to_every_strategy() {
         let config = BalancerConfig::new(strategy)
             .with_slow_start(window)
             .with_seed(3);
-        let _first = build_at(&config, &["a", "b", "c"], &store, t0);
-        let b = build_at(&config, &["a", "b", "c", "new"], &store, t0);
+        let _first = build_equal(&config, &["a", "b", "c"], &store, t0);
+        let b = build_equal(&config, &["a", "b", "c", "new"], &store, t0);
         let n = 20_000u64;
         let mut counts: HashMap<String, u64> = HashMap::new();
         for key in 0..n {
@@ -188,7 +180,7 @@ fn a_server_returning_from_unhealthy_restarts_its_ramp() {
     let store = StateStore::new();
     let window = Duration::from_secs(30);
     let config = BalancerConfig::default().with_slow_start(window);
-    let b = build_at(&config, &["a", "b"], &store, t0);
+    let b = build_equal(&config, &["a", "b"], &store, t0);
     let a = b.server("a").unwrap().clone();
     assert_eq!(
         a.slow_start_factor(t0, window),
@@ -218,8 +210,8 @@ fn a_ramping_server_that_is_the_only_choice_is_still_picked() {
     let t0 = Instant::now();
     let store = StateStore::new();
     let config = BalancerConfig::default().with_slow_start(Duration::from_secs(60));
-    let _first = build_at(&config, &["old"], &store, t0);
-    let b = build_at(&config, &["old", "new"], &store, t0);
+    let _first = build_equal(&config, &["old"], &store, t0);
+    let b = build_equal(&config, &["old", "new"], &store, t0);
     b.server("old").unwrap().set_healthy(false, t0);
     for _ in 0..50 {
         let pick = b.pick(&PickContext::new(t0)).unwrap();
