@@ -33,6 +33,18 @@ fn tally(b: &Balancer, now: Instant, n: usize) -> HashMap<String, usize> {
     counts
 }
 
+/// The ids of `n` consecutive picks.
+fn picks(b: &Balancer, now: Instant, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            b.pick(&PickContext::new(now))
+                .expect("a server")
+                .server_id()
+                .to_owned()
+        })
+        .collect()
+}
+
 fn share(counts: &HashMap<String, usize>, id: &str, total: usize) -> f64 {
     *counts.get(id).unwrap_or(&0) as f64 / total as f64
 }
@@ -43,14 +55,7 @@ fn round_robin_visits_servers_in_turn_ignoring_weights() {
         &BalancerConfig::new(Strategy::RoundRobin),
         &[("a", 1), ("b", 10), ("c", 3)],
     );
-    let order: Vec<String> = (0..6)
-        .map(|_| {
-            b.pick(&PickContext::new(now))
-                .unwrap()
-                .server_id()
-                .to_owned()
-        })
-        .collect();
+    let order = picks(&b, now, 6);
     assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
 }
 
@@ -95,14 +100,7 @@ fn weighted_round_robin_interleaves_heavy_server_in_nginx_order() {
         &BalancerConfig::new(Strategy::WeightedRoundRobin),
         &[("a", 5), ("b", 1), ("c", 1)],
     );
-    let order: Vec<String> = (0..14)
-        .map(|_| {
-            b.pick(&PickContext::new(now))
-                .unwrap()
-                .server_id()
-                .to_owned()
-        })
-        .collect();
+    let order = picks(&b, now, 14);
     let period = ["a", "a", "b", "a", "c", "a", "a"];
     assert_eq!(order[..7], period);
     assert_eq!(order[7..], period);
