@@ -55,3 +55,8 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod config;
+pub mod health;
+pub mod kv;
+
+pub use config::file;

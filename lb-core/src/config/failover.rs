@@ -1,0 +1,1264 @@
+//! vulcand's failover predicate: whether a failed attempt at a request is retried.
+//!
+//! A frontend's `Settings.FailoverPredicate` is a small boolean expression, written in Go
+//! syntax because vulcand (through oxy's `buffer` package and `vulcand/predicate`) read it
+//! with Go's expression parser. The proxy evaluates it after every failed attempt; when it is
+//! true the request is replayed on the next server the balancer picks.
+//!
+//! ```text
+//! predicate := or
+//! or        := and ( "||" and )*
+//! and       := condition ( "&&" condition )*
+//! condition := unary [ ( "==" | "!=" | "<" | "<=" | ">" | ">=" ) unary ]
+//! unary     := "!" unary | "(" or ")" | function "(" ")" | INT | STRING
+//! ```
+//!
+//! - Functions: `IsNetworkError()` and `IsConnectError()` (conditions), `Attempts()` and
+//!   `ResponseCode()` (numbers), `RequestMethod()` (a string). Names are case-sensitive.
+//! - Literals: decimal integers (`0`, `503`; no sign, no leading zero, no `0x`), Go
+//!   double-quoted strings with Go's escapes, and backtick raw strings.
+//! - Precedence, tightest first: `!`, comparisons, `&&`, `||`. A comparison puts a number
+//!   function against a number literal (either order, all six operators), or
+//!   `RequestMethod()` against a string literal (`==` and `!=` only). Everything else,
+//!   such as `RequestMethod() > 3`, `Attempts() && IsNetworkError()`, `IsNetworkError() == 1`
+//!   or a bare `3` as a condition, is rejected when parsing, never at request time.
+//! - Parentheses group conditions; `!` and `(` nest at most [`MAX_NESTING`] deep, so hostile
+//!   input cannot exhaust the stack of the parser or of the evaluator.
+//!
+//! Every error names the byte offset at fault and what was expected there. Parsing
+//! allocates; [`FailoverPredicate::matches`] does not, since it runs on every failed attempt.
+//!
+//! # Differences from vulcand
+//!
+//! - `IsNetworkError()` is true when the attempt itself failed in the transport: connect
+//!   refused or timed out, connection reset, response timeout. It is set by the proxy from
+//!   the failure, so a backend that answers 502 or 504 by itself is **not** a network error.
+//!   oxy could not tell them apart and tested `ResponseCode() == 502 || ResponseCode() == 504`.
+//!   Write `ResponseCode() == 502` explicitly to retry on a backend's own 502.
+//! - `IsConnectError()` is ours: true only when the connection could not be established, so
+//!   the request certainly never reached the server (safe to retry even for POST).
+//! - `ResponseCode()` is 0 when the attempt produced no response (oxy reported the 502/504
+//!   its forwarder had synthesised).
+//! - The empty setting means [`DEFAULT_PREDICATE`] (idempotent methods, connect failures,
+//!   at most 3 attempts), not vulcand's GET-only, 20-attempt [`VULCAND_DEFAULT_PREDICATE`].
+//! - [`MAX_ATTEMPTS`] caps every predicate at 10 attempts in total, as oxy's docs promise.
+//!   oxy's code checked `attempt > 10` and so in fact allowed 11.
+//! - Additions: `!` (oxy registered no NOT operator) and a literal on the left of a
+//!   comparison (`3 > Attempts()`; oxy's operators wanted the function first).
+//! - Removals: integers with a leading zero (`017`: Go's scanner reads octal, vulcand's
+//!   `strconv.Atoi` then read 17; refused rather than guessed), parenthesised values
+//!   (`Attempts() > (3)`; parentheses group conditions only) and Go comments. As in vulcand,
+//!   integers are decimal only: no sign, `0x` or `_`.
+//!
+//! ```
+//! use lb_core::config::failover::{AttemptInfo, FailoverPredicate};
+//!
+//! let predicate: FailoverPredicate =
+//!     "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2".parse()?;
+//! let failed = |attempts, response_code, is_network_error: bool| AttemptInfo {
+//!     attempts,
+//!     response_code,
+//!     is_network_error,
+//!     is_connect_error: false,
+//!     method: "POST",
+//! };
+//! assert!(predicate.matches(&failed(1, 0, true)));    // connect refused: retry
+//! assert!(predicate.matches(&failed(2, 503, false))); // 503 on the second attempt: retry
+//! assert!(!predicate.matches(&failed(3, 503, false))); // three attempts made: stop
+//! assert!(!predicate.matches(&failed(1, 502, false))); // the backend's own 502: no retry
+//!
+//! // The canonical text form reads back into an equal predicate.
+//! assert_eq!(predicate.to_string().parse::<FailoverPredicate>()?, predicate);
+//!
+//! // Errors name the byte offset and what was expected there.
+//! let error = FailoverPredicate::parse("IsNetworkError() && RequestMethod() > 3").unwrap_err();
+//! assert_eq!(error.position, 36);
+//! assert_eq!(
+//!     error.to_string(),
+//!     "at byte 36: type error: expected `==` or `!=` (`RequestMethod()` is a string), found `>`"
+//! );
+//! # Ok::<(), lb_core::config::failover::PredicateError>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Hard cap on the attempts at one request, whatever the predicate says: once this many
+/// attempts have been made, [`FailoverPredicate::matches`] is false.
+///
+/// oxy's `DefaultMaxRetryAttempts`. Without it `IsNetworkError()` alone would replay a
+/// request forever while every server is down (vulcand #57: retries DoS the backends).
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// How deeply `!` and `(` may nest in a predicate. Deeper input is a parse error, which
+/// bounds the recursion of the parser, of `Display` and of the evaluator.
+pub const MAX_NESTING: usize = 64;
+
+/// What an empty `FailoverPredicate` setting means here, in canonical form: retry the
+/// idempotent methods (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) when the
+/// connection to the server could not be established, with at most 3 attempts in total.
+///
+/// Connect failures only, because a reset or a timeout may come after the backend acted on
+/// the request, and idempotent methods only, to be safe even so (vulcand #52 asked for POST
+/// retries; replaying a POST is not safe in general). Write `IsNetworkError()` instead to
+/// retry resets and timeouts too. [`FailoverPredicate::default_predicate`] returns it parsed.
+pub const DEFAULT_PREDICATE: &str = "IsConnectError() && Attempts() < 3 && \
+     (RequestMethod() == \"GET\" || RequestMethod() == \"HEAD\" || \
+     RequestMethod() == \"OPTIONS\" || RequestMethod() == \"TRACE\" || \
+     RequestMethod() == \"PUT\" || RequestMethod() == \"DELETE\")";
+
+/// vulcand's meaning of an empty setting, for operators who want its behaviour exactly: GET
+/// only, up to 19 retries (which [`MAX_ATTEMPTS`] cuts to 10 attempts).
+pub const VULCAND_DEFAULT_PREDICATE: &str =
+    "IsNetworkError() && RequestMethod() == \"GET\" && Attempts() < 20";
+
+/// The methods [`DEFAULT_PREDICATE`] retries, in its order.
+const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+
+/// The attempt limit of [`DEFAULT_PREDICATE`]: `Attempts() < 3`.
+const DEFAULT_ATTEMPT_LIMIT: u64 = 3;
+
+/// The function names, for error messages.
+const FUNCTION_NAMES: &str =
+    "`IsNetworkError`, `IsConnectError`, `Attempts`, `ResponseCode`, `RequestMethod`";
+
+// === AttemptInfo ===
+
+/// What the predicate may ask about the attempt that just failed.
+///
+/// Built by the proxy after each failed attempt; a plain value, so evaluating costs nothing
+/// beyond reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptInfo<'a> {
+    /// `Attempts()`: attempts made so far at this request, the failed one included (1 after
+    /// the first attempt).
+    pub attempts: u32,
+    /// `ResponseCode()`: the status of the failed attempt's response, or 0 when it produced
+    /// none (a network error).
+    pub response_code: u16,
+    /// `IsNetworkError()`: the attempt failed in the transport (connect refused or timed out,
+    /// connection reset, response timeout). False when the backend answered, even with a 502
+    /// or 504 of its own.
+    pub is_network_error: bool,
+    /// `IsConnectError()` (ours): the connection to the server could not be established, so
+    /// the request certainly never reached it. Implies `is_network_error`.
+    pub is_connect_error: bool,
+    /// `RequestMethod()`: the request method exactly as received, e.g. `"GET"`. Comparisons
+    /// are case-sensitive, like HTTP methods.
+    pub method: &'a str,
+}
+
+// === FailoverPredicate ===
+
+/// A parsed, type-checked failover predicate. See the [module docs](self) for the language.
+///
+/// An empty setting means [`FailoverPredicate::default_predicate`]: retry GET, HEAD, OPTIONS,
+/// TRACE, PUT and DELETE after a network error, at most 3 attempts in total
+/// ([`DEFAULT_PREDICATE`]). Whatever the predicate, at most [`MAX_ATTEMPTS`] attempts are
+/// made.
+///
+/// Two predicates are equal when they have the same canonical form ([`Display`]): `&&` and
+/// `||` chains are flattened (`(a && b) && c` equals `a && b && c`), redundant parentheses
+/// dropped and literals moved to the right (`3 > Attempts()` equals `Attempts() < 3`).
+///
+/// [`Display`]: fmt::Display
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverPredicate {
+    expr: Expr,
+}
+
+impl FailoverPredicate {
+    /// Parses and type-checks a predicate such as `IsNetworkError() && Attempts() <= 2`.
+    ///
+    /// The empty string is an error here; use [`FailoverPredicate::from_setting`] for a
+    /// configuration value where empty means the default.
+    pub fn parse(input: &str) -> Result<Self, PredicateError> {
+        let mut parser = Parser {
+            lexer: Lexer::new(input),
+            peeked: None,
+            depth: 0,
+            parens: 0,
+        };
+        let expr = parser.or()?;
+        let end = parser.next(AFTER_CONDITION)?;
+        if end.kind != Tok::Eof {
+            return Err(unexpected(AFTER_CONDITION, &end));
+        }
+        Ok(Self { expr })
+    }
+
+    /// The predicate for a frontend's `FailoverPredicate` setting: the
+    /// [default](Self::default_predicate) when the setting is empty or only whitespace,
+    /// otherwise [`FailoverPredicate::parse`].
+    pub fn from_setting(setting: &str) -> Result<Self, PredicateError> {
+        if setting.trim_matches(is_space).is_empty() {
+            Ok(Self::default_predicate())
+        } else {
+            Self::parse(setting)
+        }
+    }
+
+    /// Our meaning of an empty setting, [`DEFAULT_PREDICATE`]: retry GET, HEAD, OPTIONS,
+    /// TRACE, PUT and DELETE after a network error, at most 3 attempts in total. (vulcand
+    /// retried only GET, up to 20 attempts: [`VULCAND_DEFAULT_PREDICATE`].)
+    pub fn default_predicate() -> Self {
+        // Built directly rather than parsed, so it cannot fail; a test checks that it equals
+        // `DEFAULT_PREDICATE` parsed.
+        let methods = IDEMPOTENT_METHODS
+            .iter()
+            .map(|&method| Expr::Method {
+                equal: true,
+                value: method.to_owned(),
+            })
+            .collect();
+        Self {
+            expr: Expr::And(vec![
+                Expr::IsConnectError,
+                Expr::Compare {
+                    function: IntFunction::Attempts,
+                    op: CmpOp::Lt,
+                    value: DEFAULT_ATTEMPT_LIMIT,
+                },
+                Expr::Or(methods),
+            ]),
+        }
+    }
+
+    /// Whether the request is retried after the failed attempt described by `attempt`.
+    ///
+    /// Always false once [`MAX_ATTEMPTS`] attempts have been made. Does not allocate; `&&`
+    /// and `||` stop at the first operand that decides them.
+    pub fn matches(&self, attempt: &AttemptInfo<'_>) -> bool {
+        attempt.attempts < MAX_ATTEMPTS && self.expr.eval(attempt)
+    }
+}
+
+impl Default for FailoverPredicate {
+    /// Same as [`FailoverPredicate::default_predicate`].
+    fn default() -> Self {
+        Self::default_predicate()
+    }
+}
+
+impl FromStr for FailoverPredicate {
+    type Err = PredicateError;
+
+    /// Same as [`FailoverPredicate::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for FailoverPredicate {
+    /// The canonical form: single spaces around binary operators, function first in
+    /// comparisons, parentheses only where precedence needs them, strings quoted as
+    /// `lb_route::quote` does. It parses back into an equal predicate.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.expr.fmt(f)
+    }
+}
+
+// === PredicateError ===
+
+/// A failover predicate that could not be parsed or type-checked.
+///
+/// The `Display` form is `at byte N: <what went wrong>`, e.g.
+/// ``at byte 19: expected `&&`, `||` or end of input, found `)` ``.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at byte {position}: {kind}")]
+pub struct PredicateError {
+    /// Byte offset into the predicate where the problem starts.
+    pub position: usize,
+    /// What went wrong.
+    pub kind: PredicateErrorKind,
+}
+
+impl PredicateError {
+    fn new(position: usize, kind: PredicateErrorKind) -> Self {
+        Self { position, kind }
+    }
+}
+
+/// The reasons a predicate is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PredicateErrorKind {
+    /// The grammar needed one thing and found another, e.g. expected `)` found `&&`.
+    Unexpected {
+        /// What the grammar allows here, e.g. "`&&`, `||` or `)`".
+        expected: String,
+        /// What is actually there, e.g. "`==`" or "end of input".
+        found: String,
+    },
+    /// Well-formed but ill-typed, e.g. `RequestMethod() > 3` or `Attempts() && true`.
+    Type {
+        /// What would be accepted here, e.g. "a number literal".
+        expected: String,
+        /// What was given, e.g. "`RequestMethod()`, a string".
+        found: String,
+    },
+    /// A string literal is malformed (bad escape, unterminated, not UTF-8).
+    InvalidString(String),
+    /// A number literal is not a decimal integer that fits in 64 bits.
+    InvalidNumber(String),
+    /// A name that is not one of the four functions (names are case-sensitive).
+    UnknownFunction(String),
+    /// `!` and `(` nest deeper than the limit ([`MAX_NESTING`]).
+    TooDeep {
+        /// The nesting limit.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for PredicateErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unexpected { expected, found } => write!(f, "expected {expected}, found {found}"),
+            Self::Type { expected, found } => {
+                write!(f, "type error: expected {expected}, found {found}")
+            }
+            Self::InvalidString(msg) => write!(f, "invalid string literal: {msg}"),
+            Self::InvalidNumber(msg) => write!(f, "invalid number: {msg}"),
+            Self::UnknownFunction(name) => {
+                write!(
+                    f,
+                    "unknown function `{name}` (expected one of {FUNCTION_NAMES})"
+                )
+            }
+            Self::TooDeep { limit } => {
+                write!(f, "`!` and `(` nest deeper than {limit} levels")
+            }
+        }
+    }
+}
+
+// === Syntax tree and evaluation ===
+
+/// A type-checked predicate. Invariant: `And` and `Or` hold at least two operands, none of
+/// which is the same node kind (chains are flattened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expr {
+    /// `IsNetworkError()`.
+    IsNetworkError,
+    /// `IsConnectError()`.
+    IsConnectError,
+    /// `Attempts() < 3`: a number function against a literal, function first.
+    Compare {
+        function: IntFunction,
+        op: CmpOp,
+        value: u64,
+    },
+    /// `RequestMethod() == "GET"` (`equal`) or `!=`.
+    Method {
+        equal: bool,
+        value: String,
+    },
+    Not(Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+}
+
+impl Expr {
+    fn eval(&self, attempt: &AttemptInfo<'_>) -> bool {
+        match self {
+            Self::IsNetworkError => attempt.is_network_error,
+            Self::IsConnectError => attempt.is_connect_error,
+            Self::Compare {
+                function,
+                op,
+                value,
+            } => {
+                let actual = match function {
+                    IntFunction::Attempts => u64::from(attempt.attempts),
+                    IntFunction::ResponseCode => u64::from(attempt.response_code),
+                };
+                op.apply(actual, *value)
+            }
+            Self::Method { equal, value } => (attempt.method == value) == *equal,
+            Self::Not(inner) => !inner.eval(attempt),
+            Self::And(items) => items.iter().all(|e| e.eval(attempt)),
+            Self::Or(items) => items.iter().any(|e| e.eval(attempt)),
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IsNetworkError => f.write_str("IsNetworkError()"),
+            Self::IsConnectError => f.write_str("IsConnectError()"),
+            Self::Compare {
+                function,
+                op,
+                value,
+            } => write!(f, "{}() {} {value}", function.name(), op.symbol()),
+            Self::Method { equal, value } => write!(
+                f,
+                "RequestMethod() {} {}",
+                if *equal { "==" } else { "!=" },
+                lb_route::quote(value)
+            ),
+            // `!` binds tighter than comparisons, so only a call or another `!` goes bare.
+            Self::Not(inner) => match **inner {
+                Self::IsNetworkError | Self::IsConnectError | Self::Not(_) => {
+                    write!(f, "!{inner}")
+                }
+                _ => write!(f, "!({inner})"),
+            },
+            Self::And(items) => join(f, items, " && ", |e| matches!(e, Self::Or(_))),
+            Self::Or(items) => join(f, items, " || ", |e| matches!(e, Self::Or(_))),
+        }
+    }
+}
+
+/// Writes `items` separated by `sep`, parenthesising those for which `parens` holds.
+fn join(
+    f: &mut fmt::Formatter<'_>,
+    items: &[Expr],
+    sep: &str,
+    parens: fn(&Expr) -> bool,
+) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(sep)?;
+        }
+        if parens(item) {
+            write!(f, "({item})")?;
+        } else {
+            write!(f, "{item}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The functions that return numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntFunction {
+    Attempts,
+    ResponseCode,
+}
+
+impl IntFunction {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Attempts => "Attempts",
+            Self::ResponseCode => "ResponseCode",
+        }
+    }
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            Self::Eq => "==",
+            Self::Ne => "!=",
+            Self::Lt => "<",
+            Self::Le => "<=",
+            Self::Gt => ">",
+            Self::Ge => ">=",
+        }
+    }
+
+    /// The operator with its operands swapped: `3 > x` is `x < 3`.
+    fn flip(self) -> Self {
+        match self {
+            Self::Lt => Self::Gt,
+            Self::Le => Self::Ge,
+            Self::Gt => Self::Lt,
+            Self::Ge => Self::Le,
+            same => same,
+        }
+    }
+
+    fn apply(self, a: u64, b: u64) -> bool {
+        match self {
+            Self::Eq => a == b,
+            Self::Ne => a != b,
+            Self::Lt => a < b,
+            Self::Le => a <= b,
+            Self::Gt => a > b,
+            Self::Ge => a >= b,
+        }
+    }
+}
+
+// === Lexer ===
+
+/// One token and the byte offset where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Token<'a> {
+    kind: Tok<'a>,
+    pos: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok<'a> {
+    Ident(&'a str),
+    LParen,
+    RParen,
+    AndAnd,
+    OrOr,
+    Bang,
+    Cmp(CmpOp),
+    Int(u64),
+    /// A string literal, already unquoted.
+    Str(String),
+    Eof,
+}
+
+impl Token<'_> {
+    /// A short description for error messages, e.g. "`&&`" or "number `3`".
+    fn describe(&self) -> String {
+        match &self.kind {
+            Tok::Ident(name) => format!("identifier `{}`", shorten(name)),
+            Tok::LParen => "`(`".into(),
+            Tok::RParen => "`)`".into(),
+            Tok::AndAnd => "`&&`".into(),
+            Tok::OrOr => "`||`".into(),
+            Tok::Bang => "`!`".into(),
+            Tok::Cmp(op) => format!("`{}`", op.symbol()),
+            Tok::Int(value) => format!("number `{value}`"),
+            Tok::Str(text) => format!("string {}", shorten(&lb_route::quote(text))),
+            Tok::Eof => "end of input".into(),
+        }
+    }
+}
+
+/// Keeps messages readable when someone pastes something very long.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// A character as it should appear in a message: escaped when invisible (`\0`, `\u{85}`).
+fn show_char(c: char) -> String {
+    match c {
+        '\'' | '"' | '\\' => c.to_string(),
+        c => c.escape_debug().to_string(),
+    }
+}
+
+/// Go's whitespace: space, tab, carriage return and newline.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// Reads tokens on demand, so the first error in reading order is the one reported.
+struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Self { src, pos: 0 }
+    }
+
+    /// The next token. `expected` says what the parser accepts here; it is used only when
+    /// the next character starts no token.
+    fn next_token(&mut self, expected: &str) -> Result<Token<'a>, PredicateError> {
+        let bytes = self.src.as_bytes();
+        while bytes
+            .get(self.pos)
+            .is_some_and(|&b| is_space(char::from(b)))
+        {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        let Some(&b) = bytes.get(start) else {
+            return Ok(Token {
+                kind: Tok::Eof,
+                pos: start,
+            });
+        };
+        let next = bytes.get(start + 1).copied();
+        let (kind, len) = match (b, next) {
+            (b'(', _) => (Tok::LParen, 1),
+            (b')', _) => (Tok::RParen, 1),
+            (b'&', Some(b'&')) => (Tok::AndAnd, 2),
+            (b'|', Some(b'|')) => (Tok::OrOr, 2),
+            (b'&', _) => return Err(unexpected_at(start, "`&&`", "`&`")),
+            (b'|', _) => return Err(unexpected_at(start, "`||`", "`|`")),
+            (b'=', Some(b'=')) => (Tok::Cmp(CmpOp::Eq), 2),
+            (b'=', _) => return Err(unexpected_at(start, "`==`", "`=`")),
+            (b'!', Some(b'=')) => (Tok::Cmp(CmpOp::Ne), 2),
+            (b'!', _) => (Tok::Bang, 1),
+            (b'<', Some(b'=')) => (Tok::Cmp(CmpOp::Le), 2),
+            (b'<', _) => (Tok::Cmp(CmpOp::Lt), 1),
+            (b'>', Some(b'=')) => (Tok::Cmp(CmpOp::Ge), 2),
+            (b'>', _) => (Tok::Cmp(CmpOp::Gt), 1),
+            (b'"', _) => {
+                let text = self.interpreted_string()?;
+                return Ok(Token {
+                    kind: Tok::Str(text),
+                    pos: start,
+                });
+            }
+            (b'`', _) => {
+                let text = self.raw_string()?;
+                return Ok(Token {
+                    kind: Tok::Str(text),
+                    pos: start,
+                });
+            }
+            (b'\'', _) => {
+                return Err(PredicateError::new(
+                    start,
+                    PredicateErrorKind::InvalidString(
+                        "strings are written in double quotes or backticks, not `'`".into(),
+                    ),
+                ));
+            }
+            (b'-', Some(b'0'..=b'9')) => {
+                return Err(PredicateError::new(
+                    start,
+                    PredicateErrorKind::InvalidNumber(
+                        "negative numbers are not allowed (attempts and status codes are never \
+                         negative)"
+                            .into(),
+                    ),
+                ));
+            }
+            (b'0'..=b'9', _) => {
+                let len = word_len(&bytes[start..], |c| {
+                    c.is_ascii_alphanumeric() || c == b'_' || c == b'.'
+                });
+                (Tok::Int(number(start, &self.src[start..start + len])?), len)
+            }
+            (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
+                let len = word_len(&bytes[start..], |c| c.is_ascii_alphanumeric() || c == b'_');
+                (Tok::Ident(&self.src[start..start + len]), len)
+            }
+            _ => {
+                let found = match self.src[start..].chars().next() {
+                    Some(c) => format!("`{}`", show_char(c)),
+                    None => "end of input".into(),
+                };
+                return Err(unexpected_at(start, expected, &found));
+            }
+        };
+        self.pos = start + len;
+        Ok(Token { kind, pos: start })
+    }
+
+    /// A backtick raw string: no escapes, newlines allowed, carriage returns dropped (as Go
+    /// does, so a file saved with CRLF line endings means the same thing).
+    fn raw_string(&mut self) -> Result<String, PredicateError> {
+        let start = self.pos;
+        let body = &self.src[start + 1..];
+        let Some(len) = body.find('`') else {
+            return Err(invalid_string(
+                start,
+                "unterminated raw string (missing closing `` ` ``)",
+            ));
+        };
+        self.pos = start + 1 + len + 1;
+        Ok(body[..len].chars().filter(|&c| c != '\r').collect())
+    }
+
+    /// A double-quoted string with Go's escapes (`strconv.Unquote`). `\x` and octal escapes
+    /// produce single bytes, so the value is assembled as bytes and must be UTF-8 at the end.
+    fn interpreted_string(&mut self) -> Result<String, PredicateError> {
+        let start = self.pos;
+        let src = self.src;
+        let bytes = src.as_bytes();
+        let mut out: Vec<u8> = Vec::new();
+        // Output offset and source position of every byte escape, to point a UTF-8 error at
+        // the escape that caused it.
+        let mut byte_escapes: Vec<(usize, usize)> = Vec::new();
+        let unterminated = || invalid_string(start, "unterminated string (missing closing `\"`)");
+        let mut i = start + 1;
+        loop {
+            let Some(&b) = bytes.get(i) else {
+                return Err(unterminated());
+            };
+            match b {
+                b'"' => break,
+                b'\n' => {
+                    return Err(invalid_string(
+                        i,
+                        "newline in string (write `\\n`, or use a backtick raw string)",
+                    ));
+                }
+                b'\\' => {
+                    let esc = i;
+                    let Some(&e) = bytes.get(i + 1) else {
+                        return Err(unterminated());
+                    };
+                    let simple = match e {
+                        b'a' => Some(0x07),
+                        b'b' => Some(0x08),
+                        b'f' => Some(0x0c),
+                        b'n' => Some(b'\n'),
+                        b'r' => Some(b'\r'),
+                        b't' => Some(b'\t'),
+                        b'v' => Some(0x0b),
+                        b'\\' => Some(b'\\'),
+                        b'"' => Some(b'"'),
+                        _ => None,
+                    };
+                    if let Some(byte) = simple {
+                        out.push(byte);
+                        i += 2;
+                        continue;
+                    }
+                    match e {
+                        b'0'..=b'7' => {
+                            let value = digits(bytes, esc + 1, 3, 8).ok_or_else(|| {
+                                invalid_string(
+                                    esc,
+                                    "octal escape needs exactly three digits 0-7, e.g. `\\101`",
+                                )
+                            })?;
+                            let byte = u8::try_from(value).map_err(|_| {
+                                invalid_string(esc, "octal escape value is above 255 (`\\377`)")
+                            })?;
+                            byte_escapes.push((out.len(), esc));
+                            out.push(byte);
+                            i = esc + 4;
+                        }
+                        b'x' => {
+                            let value = digits(bytes, esc + 2, 2, 16).ok_or_else(|| {
+                                invalid_string(
+                                    esc,
+                                    "`\\x` escape needs exactly two hex digits, e.g. `\\x41`",
+                                )
+                            })?;
+                            byte_escapes.push((out.len(), esc));
+                            // Two hex digits never exceed 255.
+                            out.push(u8::try_from(value).unwrap_or(u8::MAX));
+                            i = esc + 4;
+                        }
+                        b'u' | b'U' => {
+                            let n = if e == b'u' { 4 } else { 8 };
+                            let value = digits(bytes, esc + 2, n, 16).ok_or_else(|| {
+                                invalid_string(
+                                    esc,
+                                    if e == b'u' {
+                                        "`\\u` escape needs exactly four hex digits, e.g. `\\u00e9`"
+                                    } else {
+                                        "`\\U` escape needs exactly eight hex digits, e.g. \
+                                         `\\U0001F600`"
+                                    },
+                                )
+                            })?;
+                            let c = char::from_u32(value).ok_or_else(|| {
+                                invalid_string(
+                                    esc,
+                                    "escape is not a Unicode scalar value (a surrogate or above \
+                                     U+10FFFF)",
+                                )
+                            })?;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            i = esc + 2 + n;
+                        }
+                        _ => {
+                            let what = match src.get(esc + 1..).and_then(|r| r.chars().next()) {
+                                Some(c) => format!("unknown escape `\\{}`", show_char(c)),
+                                None => "unknown escape".into(),
+                            };
+                            return Err(invalid_string(esc, &what));
+                        }
+                    }
+                }
+                _ => {
+                    // Copy the whole character: `i` is on a character boundary because every
+                    // step above moves over ASCII bytes or whole characters.
+                    let len = src
+                        .get(i..)
+                        .and_then(|r| r.chars().next())
+                        .map_or(1, char::len_utf8);
+                    out.extend_from_slice(&bytes[i..i + len]);
+                    i += len;
+                }
+            }
+        }
+        self.pos = i + 1;
+        String::from_utf8(out).map_err(|e| {
+            let bad = e.utf8_error().valid_up_to();
+            // The first invalid byte always comes from a `\x` or octal escape: literal text
+            // and `\u` escapes are whole characters.
+            let pos = byte_escapes
+                .iter()
+                .find(|(offset, _)| *offset == bad)
+                .map_or(start, |&(_, pos)| pos);
+            invalid_string(pos, "the bytes of `\\x`/octal escapes are not valid UTF-8")
+        })
+    }
+}
+
+/// The length of the longest prefix of `bytes` whose bytes satisfy `keep`.
+fn word_len(bytes: &[u8], keep: impl Fn(u8) -> bool) -> usize {
+    bytes.iter().position(|&c| !keep(c)).unwrap_or(bytes.len())
+}
+
+/// Exactly `n` digits of `radix` at `at`.
+fn digits(bytes: &[u8], at: usize, n: usize, radix: u32) -> Option<u32> {
+    let digits = bytes.get(at..at.checked_add(n)?)?;
+    digits.iter().try_fold(0u32, |acc, &d| {
+        Some(acc * radix + char::from(d).to_digit(radix)?)
+    })
+}
+
+/// Validates a number literal: what vulcand's `strconv.Atoi` accepted, minus Go's octal.
+fn number(pos: usize, text: &str) -> Result<u64, PredicateError> {
+    let invalid = |msg: String| PredicateError::new(pos, PredicateErrorKind::InvalidNumber(msg));
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!(
+            "`{}` is not a decimal integer such as `503`",
+            shorten(text)
+        )));
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        // Go reads `017` as octal but vulcand's Atoi as 17: refuse rather than guess.
+        return Err(invalid(format!(
+            "`{}` has a leading zero (write it without, in decimal)",
+            shorten(text)
+        )));
+    }
+    text.parse()
+        .map_err(|_| invalid(format!("`{}` is too large", shorten(text))))
+}
+
+fn unexpected_at(pos: usize, expected: &str, found: &str) -> PredicateError {
+    PredicateError::new(
+        pos,
+        PredicateErrorKind::Unexpected {
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        },
+    )
+}
+
+fn unexpected(expected: &str, found: &Token<'_>) -> PredicateError {
+    unexpected_at(found.pos, expected, &found.describe())
+}
+
+fn invalid_string(pos: usize, msg: &str) -> PredicateError {
+    PredicateError::new(pos, PredicateErrorKind::InvalidString(msg.to_owned()))
+}
+
+fn type_error(pos: usize, expected: &str, found: String) -> PredicateError {
+    PredicateError::new(
+        pos,
+        PredicateErrorKind::Type {
+            expected: expected.to_owned(),
+            found,
+        },
+    )
+}
+
+// === Parser ===
+
+/// What may start a condition.
+const OPERAND: &str = "a condition such as `IsNetworkError()` or `Attempts() <= 2`, `!` or `(`";
+/// What may stand on the right of a comparison operator.
+const VALUE: &str = "a number, a string or a function such as `Attempts()`";
+/// What may follow a condition at the top level.
+const AFTER_CONDITION: &str = "`&&`, `||` or end of input";
+/// What may follow a condition inside parentheses.
+const AFTER_CONDITION_IN_PARENS: &str = "`&&`, `||` or `)`";
+/// What must follow a number or a string.
+const COMPARISON: &str = "a comparison operator (`==`, `!=`, `<`, `<=`, `>`, `>=`)";
+/// A value where a condition is needed.
+const NOT_A_CONDITION: &str = "a condition (compare numbers and strings, e.g. `Attempts() <= 2`)";
+/// A value after `!`, which binds tighter than comparisons.
+const NOT_OPERAND: &str = "a condition after `!` (negate a comparison as `!(Attempts() > 2)`)";
+
+/// A parsed operand before type checking.
+enum Value {
+    Condition(Expr),
+    Number(IntFunction),
+    Method,
+    NumberLiteral(u64),
+    StringLiteral(String),
+}
+
+impl Value {
+    /// How the operand is named in a type error.
+    fn describe(&self) -> String {
+        match self {
+            Self::Condition(Expr::IsNetworkError) => "`IsNetworkError()`, a condition".into(),
+            Self::Condition(Expr::IsConnectError) => "`IsConnectError()`, a condition".into(),
+            Self::Condition(_) => "a condition".into(),
+            Self::Number(function) => format!("`{}()`, a number", function.name()),
+            Self::Method => "`RequestMethod()`, a string".into(),
+            Self::NumberLiteral(value) => format!("the number `{value}`"),
+            Self::StringLiteral(text) => {
+                format!("the string {}", shorten(&lb_route::quote(text)))
+            }
+        }
+    }
+}
+
+/// An operand and the byte offset where it starts.
+struct Operand {
+    value: Value,
+    pos: usize,
+}
+
+struct Parser<'a> {
+    lexer: Lexer<'a>,
+    /// One token of lookahead, put back by [`Parser::unread`].
+    peeked: Option<Token<'a>>,
+    /// Current nesting of `!` and `(`.
+    depth: usize,
+    /// Current nesting of `(` alone, to say what may follow a condition.
+    parens: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn next(&mut self, expected: &str) -> Result<Token<'a>, PredicateError> {
+        match self.peeked.take() {
+            Some(token) => Ok(token),
+            None => self.lexer.next_token(expected),
+        }
+    }
+
+    fn unread(&mut self, token: Token<'a>) {
+        self.peeked = Some(token);
+    }
+
+    fn after_condition(&self) -> &'static str {
+        if self.parens > 0 {
+            AFTER_CONDITION_IN_PARENS
+        } else {
+            AFTER_CONDITION
+        }
+    }
+
+    /// `and ( "||" and )*`
+    fn or(&mut self) -> Result<Expr, PredicateError> {
+        let mut items = Vec::new();
+        push_flat(&mut items, self.and()?, Op::Or);
+        loop {
+            let token = self.next(self.after_condition())?;
+            if token.kind != Tok::OrOr {
+                self.unread(token);
+                return Ok(collect(items, Expr::Or));
+            }
+            push_flat(&mut items, self.and()?, Op::Or);
+        }
+    }
+
+    /// `condition ( "&&" condition )*`
+    fn and(&mut self) -> Result<Expr, PredicateError> {
+        let mut items = Vec::new();
+        push_flat(&mut items, self.condition()?, Op::And);
+        loop {
+            let token = self.next(self.after_condition())?;
+            if token.kind != Tok::AndAnd {
+                self.unread(token);
+                return Ok(collect(items, Expr::And));
+            }
+            push_flat(&mut items, self.condition()?, Op::And);
+        }
+    }
+
+    /// `unary [ cmp unary ]`, which must be a condition.
+    fn condition(&mut self) -> Result<Expr, PredicateError> {
+        let lhs = self.unary(OPERAND)?;
+        let expected = match lhs.value {
+            Value::Condition(_) => self.after_condition(),
+            _ => COMPARISON,
+        };
+        let token = self.next(expected)?;
+        if let Tok::Cmp(op) = token.kind {
+            let rhs = self.unary(VALUE)?;
+            return compare(lhs, op, token.pos, rhs);
+        }
+        match lhs.value {
+            Value::Condition(expr) => {
+                self.unread(token);
+                Ok(expr)
+            }
+            // A value used as a condition: `Attempts() && ...`, `3)`, a lone `"GET"`.
+            value if matches!(token.kind, Tok::AndAnd | Tok::OrOr | Tok::RParen | Tok::Eof) => {
+                Err(type_error(lhs.pos, NOT_A_CONDITION, value.describe()))
+            }
+            _ => Err(unexpected(COMPARISON, &token)),
+        }
+    }
+
+    /// `"!" unary | "(" or ")" | function "(" ")" | INT | STRING`
+    fn unary(&mut self, expected: &str) -> Result<Operand, PredicateError> {
+        let token = self.next(expected)?;
+        let pos = token.pos;
+        let value = match token.kind {
+            Tok::Bang => {
+                self.enter(&token)?;
+                let inner = self.unary(OPERAND)?;
+                self.depth -= 1;
+                match inner.value {
+                    Value::Condition(expr) => Value::Condition(Expr::Not(Box::new(expr))),
+                    other => return Err(type_error(inner.pos, NOT_OPERAND, other.describe())),
+                }
+            }
+            Tok::LParen => {
+                self.enter(&token)?;
+                self.parens += 1;
+                let inner = self.or()?;
+                let close = self.next(AFTER_CONDITION_IN_PARENS)?;
+                if close.kind != Tok::RParen {
+                    return Err(unexpected(AFTER_CONDITION_IN_PARENS, &close));
+                }
+                self.parens -= 1;
+                self.depth -= 1;
+                Value::Condition(inner)
+            }
+            Tok::Ident(name) => self.call(name, pos)?,
+            Tok::Int(value) => Value::NumberLiteral(value),
+            Tok::Str(text) => Value::StringLiteral(text),
+            _ => return Err(unexpected(expected, &token)),
+        };
+        Ok(Operand { value, pos })
+    }
+
+    /// Goes one level deeper, refusing to pass [`MAX_NESTING`].
+    fn enter(&mut self, token: &Token<'_>) -> Result<(), PredicateError> {
+        if self.depth >= MAX_NESTING {
+            return Err(PredicateError::new(
+                token.pos,
+                PredicateErrorKind::TooDeep { limit: MAX_NESTING },
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// `function "(" ")"`
+    fn call(&mut self, name: &str, pos: usize) -> Result<Value, PredicateError> {
+        let (name, value) = match name {
+            "IsNetworkError" => ("IsNetworkError", Value::Condition(Expr::IsNetworkError)),
+            "IsConnectError" => ("IsConnectError", Value::Condition(Expr::IsConnectError)),
+            "Attempts" => ("Attempts", Value::Number(IntFunction::Attempts)),
+            "ResponseCode" => ("ResponseCode", Value::Number(IntFunction::ResponseCode)),
+            "RequestMethod" => ("RequestMethod", Value::Method),
+            _ => {
+                return Err(PredicateError::new(
+                    pos,
+                    PredicateErrorKind::UnknownFunction(shorten(name)),
+                ));
+            }
+        };
+        let open_expected = format!("`(` after `{name}`");
+        let open = self.next(&open_expected)?;
+        if open.kind != Tok::LParen {
+            return Err(unexpected(&open_expected, &open));
+        }
+        let close_expected = format!("`)` (`{name}` takes no arguments)");
+        let close = self.next(&close_expected)?;
+        if close.kind != Tok::RParen {
+            return Err(unexpected(&close_expected, &close));
+        }
+        Ok(value)
+    }
+}
+
+/// Type-checks `lhs op rhs` (`op` at `op_pos`) and builds the comparison, function first.
+fn compare(lhs: Operand, op: CmpOp, op_pos: usize, rhs: Operand) -> Result<Expr, PredicateError> {
+    for side in [&lhs, &rhs] {
+        if let Value::Condition(_) = side.value {
+            return Err(type_error(
+                side.pos,
+                &format!("a number or a string on each side of `{}`", op.symbol()),
+                side.value.describe(),
+            ));
+        }
+    }
+    let is_function = |v: &Value| matches!(v, Value::Number(_) | Value::Method);
+    let (function, literal, op) = if is_function(&lhs.value) {
+        (lhs, rhs, op)
+    } else if is_function(&rhs.value) {
+        (rhs, lhs, op.flip())
+    } else {
+        return Err(type_error(
+            lhs.pos,
+            &format!(
+                "`Attempts()`, `ResponseCode()` or `RequestMethod()` on one side of `{}`",
+                op.symbol()
+            ),
+            lhs.value.describe(),
+        ));
+    };
+    match (function.value, literal.value) {
+        (Value::Number(function), Value::NumberLiteral(value)) => Ok(Expr::Compare {
+            function,
+            op,
+            value,
+        }),
+        (Value::Number(_), other) => Err(type_error(
+            literal.pos,
+            "a number literal such as `2`",
+            other.describe(),
+        )),
+        (Value::Method, literal_value) => {
+            let equal = match op {
+                CmpOp::Eq => true,
+                CmpOp::Ne => false,
+                _ => {
+                    return Err(type_error(
+                        op_pos,
+                        "`==` or `!=` (`RequestMethod()` is a string)",
+                        format!("`{}`", op.symbol()),
+                    ));
+                }
+            };
+            match literal_value {
+                Value::StringLiteral(value) => Ok(Expr::Method { equal, value }),
+                other => Err(type_error(
+                    literal.pos,
+                    "a string literal such as `\"GET\"`",
+                    other.describe(),
+                )),
+            }
+        }
+        // `function` was chosen to be a number function or `RequestMethod()`.
+        (other, _) => Err(type_error(
+            function.pos,
+            "`Attempts()`, `ResponseCode()` or `RequestMethod()`",
+            other.describe(),
+        )),
+    }
+}
+
+/// Which chain a node is being added to.
+#[derive(Clone, Copy)]
+enum Op {
+    And,
+    Or,
+}
+
+/// Adds `expr` to a chain, splicing in a parenthesised chain of the same operator, so
+/// `(a && b) && c` becomes one `And` of three, as `Display` prints it.
+fn push_flat(items: &mut Vec<Expr>, expr: Expr, op: Op) {
+    match (op, expr) {
+        (Op::And, Expr::And(inner)) | (Op::Or, Expr::Or(inner)) => items.extend(inner),
+        (_, expr) => items.push(expr),
+    }
+}
+
+/// One operand stays itself; two or more become one n-ary node.
+fn collect(mut items: Vec<Expr>, node: fn(Vec<Expr>) -> Expr) -> Expr {
+    if items.len() == 1
+        && let Some(only) = items.pop()
+    {
+        return only;
+    }
+    node(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(src: &str) -> Result<Vec<Tok<'_>>, PredicateError> {
+        let mut lexer = Lexer::new(src);
+        let mut out = Vec::new();
+        loop {
+            let token = lexer.next_token("anything")?;
+            if token.kind == Tok::Eof {
+                return Ok(out);
+            }
+            out.push(token.kind);
+        }
+    }
+
+    #[test]
+    fn operators_are_read_greedily() {
+        use Tok::*;
+        assert_eq!(
+            tokens("!= ! == <= < >= > && || ()").unwrap(),
+            vec![
+                Cmp(CmpOp::Ne),
+                Bang,
+                Cmp(CmpOp::Eq),
+                Cmp(CmpOp::Le),
+                Cmp(CmpOp::Lt),
+                Cmp(CmpOp::Ge),
+                Cmp(CmpOp::Gt),
+                AndAnd,
+                OrOr,
+                LParen,
+                RParen
+            ]
+        );
+        assert_eq!(tokens("!!x").unwrap(), vec![Bang, Bang, Ident("x")]);
+    }
+
+    #[test]
+    fn go_string_escapes() {
+        let one = |src| match tokens(src).unwrap().as_slice() {
+            [Tok::Str(s)] => s.clone(),
+            other => panic!("not one string: {other:?}"),
+        };
+        assert_eq!(
+            one(r#""\a\b\f\n\r\t\v\\\"""#),
+            "\u{7}\u{8}\u{c}\n\r\t\u{b}\\\""
+        );
+        assert_eq!(one(r#""\101\x42\u0043\U00000044""#), "ABCD");
+        assert_eq!(one(r#""\303\251\xc3\xa9""#), "éé");
+        assert_eq!(one("`a\\n\r\nb`"), "a\\n\nb");
+        for (src, pos) in [
+            (r#""\q""#, 1),
+            (r#""ab\x4""#, 3),
+            (r#""\400""#, 1),
+            (r#""\ud800""#, 1),
+            (r#""ok\xff""#, 3),
+            (r#""abc"#, 0),
+            ("\"a\nb\"", 2),
+            ("`abc", 0),
+            (r#""\'""#, 1),
+        ] {
+            let error = tokens(src).unwrap_err();
+            assert_eq!(error.position, pos, "{src}: {error}");
+            assert!(matches!(error.kind, PredicateErrorKind::InvalidString(_)));
+        }
+    }
+
+    #[test]
+    fn numbers_are_plain_decimal() {
+        assert_eq!(tokens("0 503 18446744073709551615").unwrap(), {
+            vec![Tok::Int(0), Tok::Int(503), Tok::Int(u64::MAX)]
+        });
+        for src in ["017", "0x1F", "1_000", "2.5", "18446744073709551616", "-1"] {
+            let error = tokens(src).unwrap_err();
+            assert_eq!(error.position, 0, "{src}");
+            assert!(
+                matches!(error.kind, PredicateErrorKind::InvalidNumber(_)),
+                "{src}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn flip_swaps_operands() {
+        for op in [
+            CmpOp::Eq,
+            CmpOp::Ne,
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Gt,
+            CmpOp::Ge,
+        ] {
+            for (a, b) in [(1, 2), (2, 2), (3, 2)] {
+                assert_eq!(op.apply(a, b), op.flip().apply(b, a), "{op:?} {a} {b}");
+            }
+        }
+    }
+}

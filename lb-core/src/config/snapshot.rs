@@ -1,0 +1,1099 @@
+//! The immutable, validated configuration built from a registry's key/value tree.
+//!
+//! [`SnapshotBuilder::build`] reads every key of vulcand's layout (see [`ObjectKey`]),
+//! validates each object on its own, and returns a [`Snapshot`] that holds the good objects
+//! plus a [`ConfigError`] per bad one, naming its key. A bad object never blocks the others;
+//! when an object that was good in the previous snapshot turns bad, the previous version
+//! stays in force (marked [`ConfigError::kept_last_good`]) until a good version arrives or the
+//! key is deleted. References are checked after that carry-over, so a server needs its
+//! backend, a frontend its `BackendId`, and a middleware its frontend, in the snapshot being
+//! built.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_route::Expr;
+
+use super::failover::FailoverPredicate;
+use super::model::{
+    Backend, BackendSettings, Decoded, Frontend, HealthCheckSettings, Host, Listener, Middleware,
+    Server, decode,
+};
+use crate::balance::{BalancerConfig, EjectionConfig, HashKey, Strategy, WhenAllDown};
+use crate::health::{self, HealthCheckConfig, StatusSet};
+
+// === ObjectKey ===
+
+/// Which object a registry key holds, in vulcand's key layout (keys relative to the
+/// registry's prefix). Its `Display` is the key.
+///
+/// ```
+/// use lb_core::config::ObjectKey;
+///
+/// let key = ObjectKey::parse("backends/b1/servers/srv1").unwrap();
+/// assert_eq!(key, ObjectKey::Server { backend: "b1".into(), id: "srv1".into() });
+/// assert_eq!(key.to_string(), "backends/b1/servers/srv1");
+/// assert_eq!(ObjectKey::parse("backends/b1/nonsense"), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKey {
+    /// `hosts/<name>/host`
+    Host(String),
+    /// `listeners/<id>`
+    Listener(String),
+    /// `frontends/<id>/frontend`
+    Frontend(String),
+    /// `frontends/<frontend>/middlewares/<id>`
+    Middleware {
+        /// The frontend's id.
+        frontend: String,
+        /// The middleware's id.
+        id: String,
+    },
+    /// `backends/<id>/backend`
+    Backend(String),
+    /// `backends/<backend>/servers/<id>`
+    Server {
+        /// The backend's id.
+        backend: String,
+        /// The server's id.
+        id: String,
+    },
+}
+
+impl ObjectKey {
+    /// Parses a key relative to the registry prefix (a leading `/` is ignored). `None` for
+    /// keys outside the layout.
+    pub fn parse(key: &str) -> Option<ObjectKey> {
+        let key = key.trim_start_matches('/');
+        let parts: Vec<&str> = key.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let own = |s: &str| s.to_owned();
+        Some(match parts.as_slice() {
+            ["hosts", name, "host"] => ObjectKey::Host(own(name)),
+            ["listeners", id] => ObjectKey::Listener(own(id)),
+            ["frontends", id, "frontend"] => ObjectKey::Frontend(own(id)),
+            ["frontends", frontend, "middlewares", id] => ObjectKey::Middleware {
+                frontend: own(frontend),
+                id: own(id),
+            },
+            ["backends", id, "backend"] => ObjectKey::Backend(own(id)),
+            ["backends", backend, "servers", id] => ObjectKey::Server {
+                backend: own(backend),
+                id: own(id),
+            },
+            _ => return None,
+        })
+    }
+
+    /// The object's kind, e.g. `"server"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectKey::Host(_) => "host",
+            ObjectKey::Listener(_) => "listener",
+            ObjectKey::Frontend(_) => "frontend",
+            ObjectKey::Middleware { .. } => "middleware",
+            ObjectKey::Backend(_) => "backend",
+            ObjectKey::Server { .. } => "server",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectKey::Host(name) => write!(f, "hosts/{name}/host"),
+            ObjectKey::Listener(id) => write!(f, "listeners/{id}"),
+            ObjectKey::Frontend(id) => write!(f, "frontends/{id}/frontend"),
+            ObjectKey::Middleware { frontend, id } => {
+                write!(f, "frontends/{frontend}/middlewares/{id}")
+            }
+            ObjectKey::Backend(id) => write!(f, "backends/{id}/backend"),
+            ObjectKey::Server { backend, id } => write!(f, "backends/{backend}/servers/{id}"),
+        }
+    }
+}
+
+// === ConfigError ===
+
+/// How serious a [`ConfigError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The object was applied anyway (an unknown field outside strict mode, a key outside
+    /// the layout).
+    Warning,
+    /// The object was rejected.
+    Error,
+}
+
+/// A problem with one key of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key, relative to the registry prefix, e.g. `backends/b1/servers/srv1`.
+    pub key: String,
+    /// What is wrong, e.g. `URL "ftp://x": scheme must be http or https`.
+    pub message: String,
+    /// Whether the object was rejected.
+    pub severity: Severity,
+    /// Whether the previous good version of the object stays in force.
+    pub kept_last_good: bool,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        write!(f, "{}: {level}: {}", self.key, self.message)?;
+        if self.kept_last_good {
+            f.write_str(" (the last good version stays in force)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// === Middleware types ===
+
+/// The middleware types a snapshot may use, and how to check their configuration.
+/// lb-middleware's type registry implements it; lb-core only asks.
+pub trait MiddlewareTypes: Send + Sync {
+    /// Checks `config` (the `Middleware` field) for the type `kind`. The error says what is
+    /// wrong, including when the type is unknown.
+    fn validate(&self, kind: &str, config: &serde_json::Value) -> Result<(), String>;
+}
+
+/// Accepts every middleware type and configuration: for tools that read a tree without
+/// knowing the proxy's types. [`SnapshotBuilder`] uses it unless told otherwise.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnyMiddlewareType;
+
+impl MiddlewareTypes for AnyMiddlewareType {
+    fn validate(&self, kind: &str, _config: &serde_json::Value) -> Result<(), String> {
+        if kind.is_empty() {
+            Err("Type is empty".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+// === entries ===
+
+/// A validated frontend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrontendEntry {
+    /// The frontend as written, with the id from its key.
+    pub config: Frontend,
+    /// Its parsed route.
+    pub route: Expr,
+    /// Its `FailoverPredicate` (the default one when the setting is empty).
+    pub failover: FailoverPredicate,
+}
+
+/// A validated backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendEntry {
+    /// The backend as written, with the id from its key.
+    pub config: Backend,
+    /// Its balancer configuration (strategy, key, sticky, slow start, limits, ejection).
+    pub balancer: BalancerConfig,
+    /// Its active health check, if it has one.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// A validated server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The id of the server's backend.
+    pub backend_id: String,
+    /// The server as written, with the id from its key.
+    pub config: Server,
+    /// Where to connect.
+    pub target: Target,
+}
+
+/// A validated middleware.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiddlewareEntry {
+    /// The id of the middleware's frontend.
+    pub frontend_id: String,
+    /// The middleware as written, with the id from its key.
+    pub config: Middleware,
+}
+
+/// A validated listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerEntry {
+    /// The listener as written, with the id from its key.
+    pub config: Listener,
+    /// Its parsed `Scope`, if it has one.
+    pub scope: Option<Expr>,
+    /// Whether it serves TLS.
+    pub tls: bool,
+}
+
+/// A validated host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostEntry {
+    /// The host as written, with the name from its key.
+    pub config: Host,
+}
+
+/// A server's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `http://`
+    Http,
+    /// `https://`
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Where a server is reached: only the scheme and authority of its URL count (vulcand).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port (the scheme's default when the URL has none).
+    pub port: u16,
+}
+
+impl Target {
+    /// Parses a server URL: `http` or `https`, a host, an optional port; a path is ignored.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        if url.is_empty() {
+            return Err("URL is empty".to_owned());
+        }
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("URL {url:?} is not a valid URL: {e}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some(other) => {
+                return Err(format!(
+                    "URL {url:?}: scheme {other:?} is not http or https"
+                ));
+            }
+            None => return Err(format!("URL {url:?} has no scheme (http:// or https://)")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("URL {url:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("URL {url:?}: user info is not supported"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("URL {url:?} has no host"));
+        }
+        let raw = authority.as_str();
+        let port_text = match raw.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+            None => raw.find(':').map_or("", |i| &raw[i..]),
+        };
+        let port = match port_text.strip_prefix(':') {
+            None => match scheme {
+                Scheme::Http => 80,
+                Scheme::Https => 443,
+            },
+            Some(digits) => digits
+                .parse::<u16>()
+                .map_err(|_| format!("URL {url:?}: port {digits:?} is not a number 1-65535"))?,
+        };
+        if port == 0 {
+            return Err(format!("URL {url:?}: port 0 is not a server port"));
+        }
+        Ok(Target {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.authority())
+    }
+}
+
+// === Snapshot ===
+
+/// An immutable, validated configuration: every good object of a registry tree, the last
+/// good version of objects whose current version is bad, and the errors.
+///
+/// Objects are shared `Arc`s, so a snapshot is cheap to keep next to its successor and an
+/// object carried over from the previous snapshot is the very same allocation.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    revision: u64,
+    hosts: BTreeMap<String, Arc<HostEntry>>,
+    listeners: BTreeMap<String, Arc<ListenerEntry>>,
+    frontends: BTreeMap<String, Arc<FrontendEntry>>,
+    middlewares: BTreeMap<(String, String), Arc<MiddlewareEntry>>,
+    backends: BTreeMap<String, Arc<BackendEntry>>,
+    servers: BTreeMap<(String, String), Arc<ServerEntry>>,
+    errors: Vec<ConfigError>,
+}
+
+fn children<'m, 'p, T>(
+    map: &'m BTreeMap<(String, String), Arc<T>>,
+    parent: &'p str,
+) -> impl Iterator<Item = &'m Arc<T>> + use<'m, 'p, T> {
+    map.range((parent.to_owned(), String::new())..)
+        .take_while(move |((p, _), _)| p == parent)
+        .map(|(_, v)| v)
+}
+
+/// Borrowed views of a snapshot's maps, for [`Diff`](super::Diff).
+pub(super) struct Parts<'s> {
+    pub(super) hosts: &'s BTreeMap<String, Arc<HostEntry>>,
+    pub(super) listeners: &'s BTreeMap<String, Arc<ListenerEntry>>,
+    pub(super) frontends: &'s BTreeMap<String, Arc<FrontendEntry>>,
+    pub(super) middlewares: &'s BTreeMap<(String, String), Arc<MiddlewareEntry>>,
+    pub(super) backends: &'s BTreeMap<String, Arc<BackendEntry>>,
+    pub(super) servers: &'s BTreeMap<(String, String), Arc<ServerEntry>>,
+}
+
+impl Snapshot {
+    pub(super) fn parts(&self) -> Parts<'_> {
+        Parts {
+            hosts: &self.hosts,
+            listeners: &self.listeners,
+            frontends: &self.frontends,
+            middlewares: &self.middlewares,
+            backends: &self.backends,
+            servers: &self.servers,
+        }
+    }
+
+    /// The registry revision the snapshot was built from.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Problems found while building, ordered by key.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.errors
+    }
+
+    /// Whether some object was rejected (warnings do not count).
+    pub fn has_errors(&self) -> bool {
+        self.errors.iter().any(|e| e.severity == Severity::Error)
+    }
+
+    /// Hosts by name.
+    pub fn hosts(&self) -> impl ExactSizeIterator<Item = &Arc<HostEntry>> {
+        self.hosts.values()
+    }
+
+    /// Listeners by id.
+    pub fn listeners(&self) -> impl ExactSizeIterator<Item = &Arc<ListenerEntry>> {
+        self.listeners.values()
+    }
+
+    /// Frontends by id.
+    pub fn frontends(&self) -> impl ExactSizeIterator<Item = &Arc<FrontendEntry>> {
+        self.frontends.values()
+    }
+
+    /// Backends by id.
+    pub fn backends(&self) -> impl ExactSizeIterator<Item = &Arc<BackendEntry>> {
+        self.backends.values()
+    }
+
+    /// Every server, ordered by (backend id, server id).
+    pub fn all_servers(&self) -> impl ExactSizeIterator<Item = &Arc<ServerEntry>> {
+        self.servers.values()
+    }
+
+    /// Every middleware, ordered by (frontend id, middleware id).
+    pub fn all_middlewares(&self) -> impl ExactSizeIterator<Item = &Arc<MiddlewareEntry>> {
+        self.middlewares.values()
+    }
+
+    /// A host by name.
+    pub fn host(&self, name: &str) -> Option<&Arc<HostEntry>> {
+        self.hosts.get(name)
+    }
+
+    /// A listener by id.
+    pub fn listener(&self, id: &str) -> Option<&Arc<ListenerEntry>> {
+        self.listeners.get(id)
+    }
+
+    /// A frontend by id.
+    pub fn frontend(&self, id: &str) -> Option<&Arc<FrontendEntry>> {
+        self.frontends.get(id)
+    }
+
+    /// A backend by id.
+    pub fn backend(&self, id: &str) -> Option<&Arc<BackendEntry>> {
+        self.backends.get(id)
+    }
+
+    /// A server of a backend.
+    pub fn server(&self, backend: &str, id: &str) -> Option<&Arc<ServerEntry>> {
+        self.servers.get(&(backend.to_owned(), id.to_owned()))
+    }
+
+    /// A middleware of a frontend.
+    pub fn middleware(&self, frontend: &str, id: &str) -> Option<&Arc<MiddlewareEntry>> {
+        self.middlewares.get(&(frontend.to_owned(), id.to_owned()))
+    }
+
+    /// The servers of a backend, ordered by id.
+    pub fn servers<'s>(&'s self, backend: &'s str) -> impl Iterator<Item = &'s Arc<ServerEntry>> {
+        children(&self.servers, backend)
+    }
+
+    /// The middlewares of a frontend in chain order: by `Priority` (lower first, outermost),
+    /// then by id.
+    pub fn middlewares(&self, frontend: &str) -> Vec<&Arc<MiddlewareEntry>> {
+        let mut chain: Vec<_> = children(&self.middlewares, frontend).collect();
+        chain.sort_by(|a, b| {
+            (a.config.priority, &a.config.id).cmp(&(b.config.priority, &b.config.id))
+        });
+        chain
+    }
+
+    /// Whether the snapshot holds the object named by `key`.
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        match key {
+            ObjectKey::Host(n) => self.hosts.contains_key(n),
+            ObjectKey::Listener(id) => self.listeners.contains_key(id),
+            ObjectKey::Frontend(id) => self.frontends.contains_key(id),
+            ObjectKey::Backend(id) => self.backends.contains_key(id),
+            ObjectKey::Middleware { frontend, id } => self.middleware(frontend, id).is_some(),
+            ObjectKey::Server { backend, id } => self.server(backend, id).is_some(),
+        }
+    }
+
+    /// Every object's key, in key order per kind.
+    pub fn keys(&self) -> impl Iterator<Item = ObjectKey> + '_ {
+        let hosts = self.hosts.keys().map(|n| ObjectKey::Host(n.clone()));
+        let listeners = self
+            .listeners
+            .keys()
+            .map(|n| ObjectKey::Listener(n.clone()));
+        let frontends = self
+            .frontends
+            .keys()
+            .map(|n| ObjectKey::Frontend(n.clone()));
+        let middlewares = self
+            .middlewares
+            .keys()
+            .map(|(f, id)| ObjectKey::Middleware {
+                frontend: f.clone(),
+                id: id.clone(),
+            });
+        let backends = self.backends.keys().map(|n| ObjectKey::Backend(n.clone()));
+        let servers = self.servers.keys().map(|(b, id)| ObjectKey::Server {
+            backend: b.clone(),
+            id: id.clone(),
+        });
+        hosts
+            .chain(listeners)
+            .chain(frontends)
+            .chain(middlewares)
+            .chain(backends)
+            .chain(servers)
+    }
+}
+
+// === SnapshotBuilder ===
+
+/// Builds [`Snapshot`]s from key/value trees.
+///
+/// ```
+/// use lb_core::config::{ObjectKey, SnapshotBuilder};
+///
+/// let tree = [
+///     ("backends/b1/backend", r#"{"Type":"http"}"#),
+///     ("backends/b1/servers/s1", r#"{"URL":"http://127.0.0.1:8080"}"#),
+///     ("backends/b1/servers/s2", r#"{"URL":"ftp://127.0.0.1"}"#),
+///     ("frontends/f1/frontend", r#"{"Type":"http","BackendId":"b1","Route":"Path(`/`)"}"#),
+/// ];
+/// let snapshot = SnapshotBuilder::new().build(7, tree.iter().map(|(k, v)| (*k, v.as_bytes())));
+/// assert_eq!(snapshot.revision(), 7);
+/// assert_eq!(snapshot.servers("b1").count(), 1);
+/// assert_eq!(snapshot.errors()[0].key, "backends/b1/servers/s2");
+/// assert!(snapshot.contains(&ObjectKey::Frontend("f1".into())));
+/// ```
+#[derive(Clone, Copy)]
+pub struct SnapshotBuilder<'a> {
+    strict: bool,
+    types: &'a dyn MiddlewareTypes,
+    previous: Option<&'a Snapshot>,
+}
+
+impl Default for SnapshotBuilder<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SnapshotBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotBuilder")
+            .field("strict", &self.strict)
+            .field("previous", &self.previous.map(Snapshot::revision))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> SnapshotBuilder<'a> {
+    /// A lenient builder that accepts every middleware type and has no previous snapshot.
+    pub fn new() -> Self {
+        Self {
+            strict: false,
+            types: &AnyMiddlewareType,
+            previous: None,
+        }
+    }
+
+    /// In strict mode an unknown JSON field rejects its object; otherwise it is a warning.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Checks middlewares with `types` (lb-middleware's type registry).
+    pub fn middleware_types(mut self, types: &'a dyn MiddlewareTypes) -> Self {
+        self.types = types;
+        self
+    }
+
+    /// The snapshot in force, whose good objects stand in for bad new versions.
+    pub fn previous(mut self, previous: &'a Snapshot) -> Self {
+        self.previous = Some(previous);
+        self
+    }
+
+    /// Builds a snapshot from `(key, value)` pairs, keys relative to the registry prefix.
+    pub fn build<'e, I, K, V>(&self, revision: u64, entries: I) -> Snapshot
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str> + 'e,
+        V: AsRef<[u8]> + 'e,
+    {
+        let mut build = Build {
+            builder: self,
+            snapshot: Snapshot {
+                revision,
+                ..Snapshot::default()
+            },
+        };
+        let mut objects: BTreeMap<ObjectKey, V> = BTreeMap::new();
+        for (key, value) in entries {
+            let key = key.as_ref();
+            match ObjectKey::parse(key) {
+                Some(object) => {
+                    objects.insert(object, value);
+                }
+                None => build.warn(key, "not a key of the vulcand layout; ignored".to_owned()),
+            }
+        }
+        // Parents before children, so references can be checked: BTreeMap order is by
+        // variant, and the variants are declared hosts, listeners, frontends, middlewares,
+        // backends, servers. Backends must precede frontends, so they go first.
+        for (key, value) in &objects {
+            if let ObjectKey::Backend(id) = key {
+                build.backend(key, id, value.as_ref());
+            }
+        }
+        for (key, value) in &objects {
+            let json = value.as_ref();
+            match key {
+                ObjectKey::Host(name) => build.host(key, name, json),
+                ObjectKey::Listener(id) => build.listener(key, id, json),
+                ObjectKey::Frontend(id) => build.frontend(key, id, json),
+                ObjectKey::Backend(_) | ObjectKey::Middleware { .. } | ObjectKey::Server { .. } => {
+                }
+            }
+        }
+        for (key, value) in &objects {
+            let json = value.as_ref();
+            match key {
+                ObjectKey::Middleware { frontend, id } => build.middleware(key, frontend, id, json),
+                ObjectKey::Server { backend, id } => build.server(key, backend, id, json),
+                _ => {}
+            }
+        }
+        build.finish()
+    }
+}
+
+/// One build in progress.
+struct Build<'b, 'a> {
+    builder: &'b SnapshotBuilder<'a>,
+    snapshot: Snapshot,
+}
+
+impl Build<'_, '_> {
+    fn warn(&mut self, key: &str, message: String) {
+        self.snapshot.errors.push(ConfigError {
+            key: key.to_owned(),
+            message,
+            severity: Severity::Warning,
+            kept_last_good: false,
+        });
+    }
+
+    fn reject(&mut self, key: &ObjectKey, message: String, kept_last_good: bool) {
+        self.snapshot.errors.push(ConfigError {
+            key: key.to_string(),
+            message,
+            severity: Severity::Error,
+            kept_last_good,
+        });
+    }
+
+    /// Decodes JSON, turning unknown fields into warnings (or an error in strict mode).
+    fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &ObjectKey,
+        json: &[u8],
+    ) -> Result<T, String> {
+        let Decoded {
+            value,
+            unknown_fields,
+        } = decode::<T>(json).map_err(|e| format!("invalid {} JSON: {e}", key.kind()))?;
+        if !unknown_fields.is_empty() {
+            let message = format!("unknown field(s) {}", unknown_fields.join(", "));
+            if self.builder.strict {
+                return Err(format!("{message} (strict mode)"));
+            }
+            self.warn(&key.to_string(), format!("{message}; ignored"));
+        }
+        Ok(value)
+    }
+
+    fn host(&mut self, key: &ObjectKey, name: &str, json: &[u8]) {
+        let result = self.decode::<Host>(key, json).and_then(|mut config| {
+            config.name = name.to_owned();
+            validate_host(&config)?;
+            Ok(HostEntry { config })
+        });
+        let previous = self.builder.previous.and_then(|p| p.host(name));
+        if let Some(entry) = self.settle(key, result, previous) {
+            self.snapshot.hosts.insert(name.to_owned(), entry);
+        }
+    }
+
+    fn listener(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+        let result = self.decode::<Listener>(key, json).and_then(|mut config| {
+            config.id = id.to_owned();
+            validate_listener(config)
+        });
+        let result = result.and_then(|entry| {
+            // Two listeners may not share an address; the lower id keeps it.
+            match self
+                .snapshot
+                .listeners
+                .values()
+                .find(|other| other.config.address == entry.config.address)
+            {
+                Some(other) => Err(format!(
+                    "address {} is already used by listener {:?}",
+                    entry.config.address.address, other.config.id
+                )),
+                None => Ok(entry),
+            }
+        });
+        let previous = self.builder.previous.and_then(|p| p.listener(id));
+        if let Some(entry) = self.settle(key, result, previous) {
+            self.snapshot.listeners.insert(id.to_owned(), entry);
+        }
+    }
+
+    fn backend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+        let result = self.decode::<Backend>(key, json).and_then(|mut config| {
+            config.id = id.to_owned();
+            validate_backend(config)
+        });
+        let previous = self.builder.previous.and_then(|p| p.backend(id));
+        if let Some(entry) = self.settle(key, result, previous) {
+            self.snapshot.backends.insert(id.to_owned(), entry);
+        }
+    }
+
+    fn frontend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+        let result = self.decode::<Frontend>(key, json).and_then(|mut config| {
+            config.id = id.to_owned();
+            validate_frontend(config)
+        });
+        let backends = &self.snapshot.backends;
+        let references = |entry: &FrontendEntry| {
+            if backends.contains_key(&entry.config.backend_id) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "BackendId {:?}: no such backend (missing or rejected)",
+                    entry.config.backend_id
+                ))
+            }
+        };
+        let result = result.and_then(|entry| references(&entry).map(|()| entry));
+        let previous = self
+            .builder
+            .previous
+            .and_then(|p| p.frontend(id))
+            .filter(|entry| references(entry).is_ok());
+        if let Some(entry) = self.settle(key, result, previous) {
+            self.snapshot.frontends.insert(id.to_owned(), entry);
+        }
+    }
+
+    fn middleware(&mut self, key: &ObjectKey, frontend: &str, id: &str, json: &[u8]) {
+        if !self.snapshot.frontends.contains_key(frontend) {
+            let message = format!("frontend {frontend:?} does not exist (missing or rejected)");
+            return self.reject(key, message, false);
+        }
+        let types = self.builder.types;
+        let result = self.decode::<Middleware>(key, json).and_then(|mut config| {
+            config.id = id.to_owned();
+            if config.kind.is_empty() {
+                return Err("Type is empty".to_owned());
+            }
+            types
+                .validate(&config.kind, &config.config)
+                .map_err(|e| format!("{} middleware: {e}", config.kind))?;
+            Ok(MiddlewareEntry {
+                frontend_id: frontend.to_owned(),
+                config,
+            })
+        });
+        let previous = self
+            .builder
+            .previous
+            .and_then(|p| p.middleware(frontend, id));
+        if let Some(entry) = self.settle(key, result, previous) {
+            let slot = (frontend.to_owned(), id.to_owned());
+            self.snapshot.middlewares.insert(slot, entry);
+        }
+    }
+
+    fn server(&mut self, key: &ObjectKey, backend: &str, id: &str, json: &[u8]) {
+        if !self.snapshot.backends.contains_key(backend) {
+            let message = format!("backend {backend:?} does not exist (missing or rejected)");
+            return self.reject(key, message, false);
+        }
+        let result = self.decode::<Server>(key, json).and_then(|mut config| {
+            config.id = id.to_owned();
+            let target = Target::parse(&config.url)?;
+            Ok(ServerEntry {
+                backend_id: backend.to_owned(),
+                config,
+                target,
+            })
+        });
+        let previous = self.builder.previous.and_then(|p| p.server(backend, id));
+        if let Some(entry) = self.settle(key, result, previous) {
+            self.snapshot
+                .servers
+                .insert((backend.to_owned(), id.to_owned()), entry);
+        }
+    }
+
+    /// Turns a validation result into the entry to keep: the new one, the previous good one
+    /// (recording the error), or none.
+    fn settle<T>(
+        &mut self,
+        key: &ObjectKey,
+        result: Result<T, String>,
+        previous: Option<&Arc<T>>,
+    ) -> Option<Arc<T>> {
+        match result {
+            Ok(entry) => Some(Arc::new(entry)),
+            Err(message) => {
+                self.reject(key, message, previous.is_some());
+                previous.cloned()
+            }
+        }
+    }
+
+    fn finish(mut self) -> Snapshot {
+        self.snapshot
+            .errors
+            .sort_by(|a, b| a.key.cmp(&b.key).then(b.severity.cmp(&a.severity)));
+        self.snapshot
+    }
+}
+
+// === validation ===
+
+fn check_type(kind: &str) -> Result<(), String> {
+    if kind == "http" {
+        Ok(())
+    } else {
+        Err(format!("Type {kind:?}: only \"http\" is supported"))
+    }
+}
+
+fn positive(name: &str, value: Option<Duration>) -> Result<(), String> {
+    match value {
+        Some(d) if d.is_zero() => Err(format!("{name}: must be a positive duration")),
+        _ => Ok(()),
+    }
+}
+
+fn validate_frontend(config: Frontend) -> Result<FrontendEntry, String> {
+    check_type(&config.kind)?;
+    if config.backend_id.is_empty() {
+        return Err("BackendId is empty".to_owned());
+    }
+    if config.route.is_empty() {
+        return Err("Route is empty".to_owned());
+    }
+    let route = Expr::parse(&config.route).map_err(|e| format!("Route: {e}"))?;
+    let failover = FailoverPredicate::from_setting(&config.settings.failover_predicate)
+        .map_err(|e| format!("Settings.FailoverPredicate: {e}"))?;
+    let limits = &config.settings.limits;
+    if limits.max_body_bytes < -1 {
+        return Err(format!(
+            "Settings.Limits.MaxBodyBytes {}: must be -1, 0 (unlimited) or positive",
+            limits.max_body_bytes
+        ));
+    }
+    if limits.max_mem_body_bytes < 0 {
+        return Err(format!(
+            "Settings.Limits.MaxMemBodyBytes {}: must not be negative",
+            limits.max_mem_body_bytes
+        ));
+    }
+    Ok(FrontendEntry {
+        config,
+        route,
+        failover,
+    })
+}
+
+fn validate_backend(config: Backend) -> Result<BackendEntry, String> {
+    check_type(&config.kind)?;
+    let settings = &config.settings;
+    let timeouts = &settings.timeouts;
+    positive("Settings.Timeouts.Read", timeouts.read)?;
+    positive("Settings.Timeouts.Dial", timeouts.dial)?;
+    positive("Settings.Timeouts.TLSHandshake", timeouts.tls_handshake)?;
+    positive("Settings.KeepAlive.Period", settings.keep_alive.period)?;
+    if let Some(tls) = &settings.tls {
+        validate_tls("Settings.TLS", tls)?;
+    }
+    let balancer = balancer_config(settings)?;
+    let health_check = settings
+        .health_check
+        .as_ref()
+        .map(health_check_config)
+        .transpose()?;
+    Ok(BackendEntry {
+        config,
+        balancer,
+        health_check,
+    })
+}
+
+/// The balancer configuration a backend's settings describe.
+fn balancer_config(settings: &BackendSettings) -> Result<BalancerConfig, String> {
+    let balancer = settings.balancer.clone().unwrap_or_default();
+    let strategy = if balancer.kind.is_empty() {
+        Strategy::WeightedRoundRobin
+    } else {
+        balancer
+            .kind
+            .parse::<Strategy>()
+            .map_err(|e| format!("Settings.Balancer.Type: {e}"))?
+    };
+    let mut config =
+        BalancerConfig::new(strategy).with_max_conns_per_server(settings.max_conns_per_server);
+    if !balancer.key.is_empty() {
+        let key = balancer
+            .key
+            .parse::<HashKey>()
+            .map_err(|e| format!("Settings.Balancer.Key: {e}"))?;
+        config = config.with_key(key);
+    } else if strategy.is_hashing() {
+        config = config.with_key(HashKey::ClientIp);
+    }
+    if let Some(sticky) = &balancer.sticky {
+        if !is_token(&sticky.cookie) {
+            return Err(format!(
+                "Settings.Balancer.Sticky.Cookie {:?}: not a valid cookie name",
+                sticky.cookie
+            ));
+        }
+        config = config.with_sticky_cookie(sticky.cookie.clone());
+    }
+    config = config.with_when_all_down(match balancer.when_all_down.as_str() {
+        "" | "failopen" => WhenAllDown::FailOpen,
+        "refuse" => WhenAllDown::Refuse,
+        other => {
+            return Err(format!(
+                "Settings.Balancer.WhenAllDown {other:?}: expected failopen or refuse"
+            ));
+        }
+    });
+    if let Some(slow_start) = settings.slow_start {
+        config = config.with_slow_start(slow_start);
+    }
+    if let Some(ejection) = &settings.ejection {
+        let defaults = EjectionConfig::default();
+        positive("Settings.Ejection.BaseEjection", ejection.base_ejection)?;
+        positive("Settings.Ejection.MaxEjection", ejection.max_ejection)?;
+        if ejection.max_ejected_percent.is_some_and(|p| p > 100) {
+            return Err("Settings.Ejection.MaxEjectedPercent: must be at most 100".to_owned());
+        }
+        config = config.with_ejection(EjectionConfig {
+            consecutive_failures: ejection
+                .consecutive_failures
+                .unwrap_or(defaults.consecutive_failures),
+            count_5xx: ejection.count_5xx,
+            base_ejection: ejection.base_ejection.unwrap_or(defaults.base_ejection),
+            max_ejection: ejection.max_ejection.unwrap_or(defaults.max_ejection),
+            max_ejected_percent: ejection
+                .max_ejected_percent
+                .unwrap_or(defaults.max_ejected_percent),
+        });
+    }
+    Ok(config)
+}
+
+fn health_check_config(settings: &HealthCheckSettings) -> Result<HealthCheckConfig, String> {
+    let expected_status = if settings.expected_status.is_empty() {
+        None
+    } else {
+        let set = settings
+            .expected_status
+            .parse::<StatusSet>()
+            .map_err(|e| format!("Settings.HealthCheck.ExpectedStatus: {e}"))?;
+        Some(set)
+    };
+    HealthCheckConfig::new(health::HealthCheckSettings {
+        path: Some(settings.path.clone()).filter(|p| !p.is_empty()),
+        interval: settings.interval,
+        timeout: settings.timeout,
+        window: settings.window,
+        threshold: settings.threshold,
+        initial: settings.initial,
+        expected_status,
+    })
+    .map_err(|e| format!("Settings.HealthCheck: {e}"))
+}
+
+/// Checks a listener and fills in the defaults: `Protocol` `http`, `Address.Network` `tcp`.
+fn validate_listener(mut config: Listener) -> Result<ListenerEntry, String> {
+    if config.protocol.is_empty() {
+        config.protocol = "http".to_owned();
+    }
+    if config.address.network.is_empty() {
+        config.address.network = "tcp".to_owned();
+    }
+    let tls = match config.protocol.as_str() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("Protocol {other:?}: expected http or https")),
+    };
+    match config.address.network.as_str() {
+        "tcp" => {
+            let address = &config.address.address;
+            let port = address
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok());
+            if port.is_none() {
+                return Err(format!(
+                    "Address.Address {address:?}: expected host:port for a tcp listener"
+                ));
+            }
+        }
+        "unix" => {
+            if config.address.address.is_empty() {
+                return Err("Address.Address: a unix listener needs a socket path".to_owned());
+            }
+        }
+        other => return Err(format!("Address.Network {other:?}: expected tcp or unix")),
+    }
+    match config.proxy_protocol.as_str() {
+        "" | "PROXY_V1" => {}
+        other => {
+            return Err(format!(
+                "ProxyProtocol {other:?}: expected \"\" or PROXY_V1"
+            ));
+        }
+    }
+    if let Some(tls) = config.settings.as_ref().and_then(|s| s.tls.as_ref()) {
+        validate_tls("Settings.TLS", tls)?;
+    }
+    let scope = if config.scope.is_empty() {
+        None
+    } else {
+        Some(Expr::parse(&config.scope).map_err(|e| format!("Scope: {e}"))?)
+    };
+    Ok(ListenerEntry { config, scope, tls })
+}
+
+fn validate_tls(field: &str, tls: &super::model::TlsSettings) -> Result<(), String> {
+    for (name, version) in [
+        ("MinVersion", &tls.min_version),
+        ("MaxVersion", &tls.max_version),
+    ] {
+        if !matches!(
+            version.as_str(),
+            "" | "VersionTLS10" | "VersionTLS11" | "VersionTLS12" | "VersionTLS13"
+        ) {
+            return Err(format!(
+                "{field}.{name} {version:?}: expected VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_host(config: &Host) -> Result<(), String> {
+    match &config.settings.key_pair {
+        Some(pair) if pair.cert.0.is_empty() || pair.key.0.is_empty() => {
+            Err("Settings.KeyPair needs both Cert and Key".to_owned())
+        }
+        None if config.settings.default => {
+            Err("Settings.Default is set but there is no KeyPair".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `s` is a non-empty HTTP token (cookie and header names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
