@@ -1,10 +1,66 @@
-//! lb-registry: the `Registry` trait (list the whole tree with a revision, watch changes as a
-//! stream, write with an optional TTL) and its backends: memory, file, etcd, Consul KV,
-//! Consul catalog and flat `host:port` prefixes, plus self-registration of servers.
+//! lb-registry: where the configuration tree comes from.
 //!
-//! What it is not for: validating configuration (lb-core) or serving traffic (lb-proxy).
+//! The [`Registry`] trait lists the whole key/value tree with a revision, watches it change
+//! as a stream of [`WatchEvent`]s, and writes keys with an optional TTL. Keys are vulcand's
+//! layout relative to the registry's prefix ([`lb_core::kv`]), so the same tree loads from
+//! any backend. [`open`] picks a backend from a URL at runtime and returns an
+//! `Arc<dyn Registry>`.
 //!
-//! Status: the trait, memory and file backends land with issue 4; etcd and Consul with
-//! issue 5. Nothing is exported yet.
+//! What it is not for: validating configuration (lb-core turns the tree into a snapshot) or
+//! serving traffic (lb-proxy).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use lb_registry::{Change, WatchEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = lb_registry::open("memory://")?;
+//!
+//! // List, then watch from the listing's revision: nothing is missed in between.
+//! let listing = registry.list().await?;
+//! let mut watch = registry.watch(listing.revision).await?;
+//!
+//! let value = Bytes::from_static(br#"{"URL":"http://10.0.0.1:8080"}"#);
+//! let revision = registry.put("backends/b1/servers/s1", value.clone(), None).await?;
+//!
+//! match watch.next().await {
+//!     Some(WatchEvent::Changes { revision: r, changes }) => {
+//!         assert_eq!(r, revision);
+//!         assert_eq!(changes, [Change::Put(lb_registry::KeyValue::new("backends/b1/servers/s1", value))]);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! assert_eq!(registry.list().await?.entries.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Backends
+//!
+//! | URL | type | writes | watch |
+//! |---|---|---|---|
+//! | `memory://` | [`MemoryRegistry`] | yes, with TTLs | changes per revision; bounded history, then Reset |
+//! | `file://PATH` | [`FileRegistry`] | read-only | Reset after each good edit, Error after a bad one |
+//!
+//! Status: the trait, [`open`], the memory and file backends are implemented. `etcd://`,
+//! `consul://` and `consul-catalog://` are recognised by [`open`] but answer
+//! [`RegistryError::Unsupported`] until their backends land (issue 5), as do flat
+//! `host:port` prefixes and self-registration.
 
 #![forbid(unsafe_code)]
+
+mod error;
+mod file;
+mod memory;
+mod registry;
+mod url;
+mod watch;
+
+pub use error::RegistryError;
+pub use file::{FileRegistry, Quiescence};
+pub use lb_core::kv::KeyValue;
+pub use memory::{DEFAULT_HISTORY, MemoryRegistry};
+pub use registry::{BoxFuture, Change, Listing, Registry, WatchEvent};
+pub use url::open;
+pub use watch::Watch;

@@ -1,0 +1,42 @@
+//! [`open`]: a registry from a URL, as `lbproxy --registry URL` takes it.
+
+use std::sync::Arc;
+
+use crate::error::RegistryError;
+use crate::file::FileRegistry;
+use crate::memory::MemoryRegistry;
+use crate::registry::Registry;
+
+/// Opens the registry a URL names (SPEC section 5, `--registry`):
+///
+/// - `memory://`: a new, empty [`MemoryRegistry`] (nothing may follow the `//`);
+/// - `file://PATH`: a [`FileRegistry`] on PATH, which is everything after `file://`, taken
+///   verbatim (no percent-decoding, no `~`): `file:///etc/lb.toml` is absolute,
+///   `file://lb.toml` and `file://./conf/lb.json` are relative to the current directory;
+/// - `etcd://`, `consul://`, `consul-catalog://`: [`RegistryError::Unsupported`] for now.
+///
+/// The scheme is case-insensitive. Anything else is [`RegistryError::UnknownScheme`], and a
+/// string without `://` is [`RegistryError::InvalidUrl`]. Opening a file registry reads the
+/// file, so its errors ([`RegistryError::Io`], [`RegistryError::Parse`], ...) come from here.
+pub fn open(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
+    let invalid = |reason: &str| RegistryError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("expected SCHEME://..., e.g. memory:// or file:///etc/lb.toml"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" if rest.is_empty() => Ok(Arc::new(MemoryRegistry::new())),
+        "memory" => Err(invalid("memory:// takes nothing after the scheme")),
+        "file" if rest.is_empty() => Err(invalid("file:// needs a path, e.g. file:///etc/lb.toml")),
+        "file" => Ok(Arc::new(FileRegistry::open(rest)?)),
+        scheme @ ("etcd" | "consul" | "consul-catalog") => Err(RegistryError::Unsupported {
+            scheme: scheme.to_owned(),
+        }),
+        _ => Err(RegistryError::UnknownScheme {
+            url: url.to_owned(),
+            scheme: scheme.to_owned(),
+        }),
+    }
+}
