@@ -49,8 +49,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Status: balancing is implemented ([`balance`]). The configuration model, snapshots and
-//! health checking land with the rest of issue 3 ("lb-core").
+//! # Configuration and health
+//!
+//! [`config`] reads vulcand's JSON under vulcand's keys (or the single-document
+//! [`file`](mod@file) form) into validated, immutable [`config::Snapshot`]s with per-key
+//! errors and last-good carry-over, and diffs them. [`health`] runs Varnish-style active
+//! checks through a [`health::Prober`], driven by snapshots. [`kv`] is the key/value tree
+//! every registry produces.
 
 #![forbid(unsafe_code)]
 

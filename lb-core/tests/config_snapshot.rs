@@ -645,3 +645,21 @@ mod props {
         }
     }
 }
+
+#[test]
+fn the_documented_example_file_loads_without_errors() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/lbproxy.toml");
+    let entries = lb_core::config::file::load(&path).unwrap();
+    let s = SnapshotBuilder::new()
+        .strict(true)
+        .build(1, entries.iter().map(|e| (&e.key, &e.value)));
+    assert!(s.errors().is_empty(), "{:?}", s.errors());
+    assert_eq!(s.frontends().len(), 2);
+    assert_eq!(s.servers("api").count(), 2);
+    assert_eq!(
+        s.backend("api").unwrap().balancer.strategy,
+        Strategy::PeakEwma
+    );
+    assert_eq!(s.listeners().len(), 1);
+}

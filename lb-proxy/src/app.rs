@@ -1,0 +1,241 @@
+//! lbproxy assembled: registry, applier, data-path listeners, registry listeners, admin API
+//! and graceful shutdown. The `lbproxy` binary is a thin CLI over [`App`]; tests start an
+//! [`App`] in-process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::config::Snapshot;
+use lb_core::health::HealthChecker;
+use lb_registry::Registry;
+use tokio::sync::watch;
+
+use crate::applier::{Applier, ApplierConfig, ApplyStatus};
+use crate::body::BoxError;
+use crate::demo::{self, Demo};
+use crate::forward::Proxy;
+use crate::health::HttpProber;
+use crate::server::{ListenerHandle, Server};
+
+/// Where the configuration comes from.
+#[derive(Clone, Debug)]
+pub enum RegistrySource {
+    /// The embedded default: in-process demo servers and a bundled configuration.
+    Demo,
+    /// A registry URL (`memory://`, `file://PATH`, ...).
+    Url(String),
+    /// A registry built by the caller.
+    Registry(Arc<dyn Registry>),
+}
+
+/// How to start lbproxy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The configuration source.
+    pub registry: RegistrySource,
+    /// Data-path addresses (`--listen`).
+    pub listen: Vec<SocketAddr>,
+    /// The admin API address (`--api`), or none.
+    pub api: Option<SocketAddr>,
+    /// The admin API token (`--api-token`).
+    pub api_token: Option<String>,
+    /// Applier settings (`--strict`, debounce).
+    pub applier: ApplierConfig,
+}
+
+/// A running lbproxy.
+pub struct App {
+    proxy: Arc<Proxy>,
+    server: Arc<Server>,
+    applier: Arc<Applier>,
+    listeners: Vec<ListenerHandle>,
+    api: Option<SocketAddr>,
+    demo: Option<Demo>,
+    registry: Arc<dyn Registry>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listen", &self.listen_addrs())
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Opens the registry, binds the listeners and starts applying configuration. Returns
+    /// once everything is bound; the first snapshot follows asynchronously (see
+    /// [`App::wait_applied`]).
+    pub async fn start(options: Options) -> Result<App, BoxError> {
+        let (registry, demo) = match options.registry {
+            RegistrySource::Demo => {
+                let demo = demo::start().await?;
+                (Arc::clone(&demo.registry), Some(demo))
+            }
+            RegistrySource::Url(url) => (lb_registry::open(&url)?, None),
+            RegistrySource::Registry(registry) => (registry, None),
+        };
+        let proxy = Arc::new(Proxy::new());
+        let server = Arc::new(Server::new(Arc::clone(&proxy)));
+        let mut listeners = Vec::new();
+        for addr in &options.listen {
+            let handle = server
+                .listen(*addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(addr = %handle.local_addr(), "listening");
+            listeners.push(handle);
+        }
+        let registry_listeners = RegistryListeners::new(Arc::clone(&server));
+        let checker = HealthChecker::new(HttpProber::new());
+        let applier = Arc::new(
+            Applier::new(
+                Arc::clone(&registry),
+                Arc::clone(&proxy),
+                checker,
+                options.applier,
+            )
+            .on_apply(Box::new(move |snapshot| {
+                registry_listeners.reconcile(snapshot)
+            })),
+        );
+        let mut tasks = vec![tokio::spawn(Arc::clone(&applier).run())];
+        let mut api = None;
+        if let Some(addr) = options.api {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}"))?;
+            api = Some(listener.local_addr()?);
+            tracing::info!(addr = %listener.local_addr()?, "admin API listening");
+            tasks.push(crate::admin::serve(
+                listener,
+                applier.status(),
+                options.api_token,
+            ));
+        }
+        Ok(App {
+            proxy,
+            server,
+            applier,
+            listeners,
+            api,
+            demo,
+            registry,
+            tasks,
+        })
+    }
+
+    /// The bound data-path addresses, in `--listen` order.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(ListenerHandle::local_addr)
+            .collect()
+    }
+
+    /// The bound admin API address.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api
+    }
+
+    /// The registry the configuration comes from.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The demo servers, in demo mode.
+    pub fn demo(&self) -> Option<&Demo> {
+        self.demo.as_ref()
+    }
+
+    /// The data path.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// The configuration status.
+    pub fn status(&self) -> watch::Receiver<ApplyStatus> {
+        self.applier.status()
+    }
+
+    /// Waits until a snapshot of at least `revision` is applied.
+    pub async fn wait_applied(&self, revision: u64) {
+        let mut status = self.applier.status();
+        let _ = status
+            .wait_for(|s| s.applied && s.snapshot.revision() >= revision)
+            .await;
+    }
+
+    /// How many client connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
+    /// Stops accepting, drains in-flight requests up to `deadline`, stops background work.
+    /// Returns whether every connection finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        let drained = self.server.shutdown(deadline).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.applier.health_checker().shutdown();
+        drained
+    }
+}
+
+/// Listeners from the registry, opened and closed as snapshots change.
+struct RegistryListeners {
+    server: Arc<Server>,
+    running: Mutex<HashMap<String, (String, ListenerHandle)>>,
+}
+
+impl RegistryListeners {
+    fn new(server: Arc<Server>) -> Self {
+        Self {
+            server,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn reconcile(&self, snapshot: &Snapshot) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|id, (address, handle)| {
+            let keep = snapshot
+                .listener(id)
+                .is_some_and(|l| l.config.address.address == *address && !l.tls);
+            if !keep {
+                handle.stop();
+                tracing::info!(listener = %id, %address, "listener closed");
+            }
+            keep
+        });
+        for entry in snapshot.listeners() {
+            let id = &entry.config.id;
+            if running.contains_key(id) {
+                continue;
+            }
+            let address = &entry.config.address.address;
+            if entry.tls || entry.config.address.network != "tcp" {
+                tracing::error!(listener = %id, "only plain-HTTP tcp listeners are supported yet");
+                continue;
+            }
+            let bound = std::net::TcpListener::bind(address.as_str())
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .and_then(|l| self.server.serve(l));
+            match bound {
+                Ok(handle) => {
+                    tracing::info!(listener = %id, addr = %handle.local_addr(), "listener opened");
+                    running.insert(id.clone(), (address.clone(), handle));
+                }
+                Err(error) => {
+                    tracing::error!(listener = %id, %address, %error, "cannot open listener")
+                }
+            }
+        }
+    }
+}

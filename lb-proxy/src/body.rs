@@ -1,0 +1,112 @@
+//! The body type of the data path and small constructors for it.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+/// Any error a body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every request and response that crosses the proxy: streamed, boxed.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// Boxes a body that already fails with [`BoxError`].
+pub fn boxed_dyn<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+{
+    Body::new(body)
+}
+
+/// The error of a [`Capped`] body that went over its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the body is larger than {limit} bytes")]
+pub struct TooLarge {
+    /// The limit.
+    pub limit: u64,
+}
+
+/// A body that fails with [`TooLarge`] once more than `limit` bytes went through, for
+/// `MaxBodyBytes` on bodies without a `Content-Length`.
+#[derive(Debug)]
+pub struct Capped {
+    inner: Body,
+    limit: u64,
+    seen: u64,
+}
+
+impl Capped {
+    /// Caps `inner` at `limit` bytes.
+    pub fn new(inner: Body, limit: u64) -> Self {
+        Self {
+            inner,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl hyper::body::Body for Capped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.seen += data.len() as u64;
+            if this.seen > this.limit {
+                let error = TooLarge { limit: this.limit };
+                return std::task::Poll::Ready(Some(Err(Box::new(error))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads a whole body into memory, failing with [`TooLarge`] past `limit` bytes.
+pub async fn collect(body: Body, limit: u64) -> Result<Bytes, BoxError> {
+    let mut capped = Capped::new(body, limit);
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = capped.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}

@@ -1,0 +1,536 @@
+//! The request path: route → frontend → (middleware chain) → balancer → pooled client →
+//! streamed response, with vulcand's forwarding semantics and failover.
+//!
+//! # Failover
+//!
+//! An attempt that fails is retried on a server not yet tried when the frontend's
+//! `FailoverPredicate` says so (at most [`MAX_ATTEMPTS`] attempts in all). An empty predicate
+//! means the default, [`DEFAULT_PREDICATE`]: idempotent methods (GET, HEAD, OPTIONS, TRACE,
+//! PUT, DELETE) are retried when the connection to the server could not be established, at
+//! most 3 attempts, so nothing that may have reached the application is repeated.
+//! `IsNetworkError()` is true for connect, reset and timeout failures, `IsConnectError()` for
+//! connect failures only; neither is true for a server's own 502. Nothing is retried once
+//! the response has started: a retry happens only before any byte went to the client.
+//!
+//! A request body can only be sent again if it was kept. Bodies with a `Content-Length` of
+//! at most `MaxMemBodyBytes` (default 1 MiB) are read into memory first, so their requests
+//! can be retried; larger or chunked bodies stream straight to the server and their requests
+//! are never retried (there is no spill to disk). Bodiless requests are always replayable.
+//!
+//! # Status codes (SPEC section 8)
+//!
+//! 404 no route; 503 no usable server; 502 connect or reset failure; 504 no response headers
+//! within the backend's `Read` timeout; 413 body over `MaxBodyBytes`; 400 a body the client
+//! broke off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
+use lb_core::config::failover::AttemptInfo;
+use lb_route::ClientIp;
+
+use crate::body::{self, Body, BoxError};
+use crate::error::ProxyError;
+use crate::headers::{self, Forwarded};
+use crate::runtime::{FrontendRuntime, Runtime};
+
+pub use lb_core::config::failover::{DEFAULT_PREDICATE, MAX_ATTEMPTS};
+
+/// The connection a request arrived on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The data path: holds the current [`Runtime`] and serves requests with it.
+#[derive(Debug)]
+pub struct Proxy {
+    runtime: ArcSwap<Runtime>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Proxy {
+    /// A proxy with an empty runtime (every request gets 404 until a runtime is stored).
+    pub fn new() -> Self {
+        Self {
+            runtime: ArcSwap::from_pointee(Runtime::empty()),
+        }
+    }
+
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new runtime. Requests in flight finish on the one they started with.
+    pub fn store(&self, runtime: Arc<Runtime>) {
+        self.runtime.store(runtime);
+    }
+
+    /// Serves one request.
+    pub async fn handle(&self, mut req: Request<Body>, conn: ConnInfo) -> Response<Body> {
+        let started = Instant::now();
+        let runtime = self.runtime.load_full();
+        req.extensions_mut().insert(ClientIp(conn.client.ip()));
+        let mut log = AccessLog {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            started,
+            frontend: None,
+            backend: None,
+            server: None,
+            attempts: 0,
+            status: StatusCode::OK,
+            bytes: 0,
+        };
+        let Some(index) = runtime.router().route(&req).map(|m| *m.value) else {
+            return log.finish(ProxyError::NoRoute.response());
+        };
+        let frontend = runtime.frontend_at(index);
+        log.frontend = Some(Arc::clone(&frontend.id));
+        log.backend = Some(Arc::clone(&frontend.backend.id));
+        let response = match forward(frontend, req, conn, &mut log).await {
+            Ok(response) => response,
+            Err(error) => error.response(),
+        };
+        log.finish(response)
+    }
+}
+
+/// A request body as the attempts see it.
+enum RequestBody {
+    /// Kept in memory: every attempt sends a copy.
+    Replayable(Bytes),
+    /// Streamed: only the first attempt can send it.
+    Stream(Option<Body>),
+}
+
+impl RequestBody {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            RequestBody::Replayable(bytes) if bytes.is_empty() => Some(body::empty()),
+            RequestBody::Replayable(bytes) => Some(body::full(bytes.clone())),
+            RequestBody::Stream(body) => body.take(),
+        }
+    }
+
+    fn is_replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+}
+
+/// Reads the body for replay when it is small enough, enforcing `MaxBodyBytes`.
+async fn prepare_body(
+    body: Body,
+    size: SizeHint,
+    frontend: &FrontendRuntime,
+) -> Result<RequestBody, ProxyError> {
+    let limits = &frontend.entry.config.settings.limits;
+    let max_body = limits.max_body_bytes();
+    if let (Some(max), Some(len)) = (max_body, size.exact())
+        && len > max
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    if body.is_end_stream() || size.exact() == Some(0) {
+        return Ok(RequestBody::Replayable(Bytes::new()));
+    }
+    let limit = max_body.unwrap_or(u64::MAX);
+    match size.exact() {
+        Some(len) if len <= limits.max_mem_body_bytes() => {
+            let collected = body::collect(body, limit).await.map_err(|e| {
+                if e.is::<body::TooLarge>() {
+                    ProxyError::BodyTooLarge
+                } else {
+                    ProxyError::BadRequest
+                }
+            })?;
+            Ok(RequestBody::Replayable(collected))
+        }
+        _ if max_body.is_some() => Ok(RequestBody::Stream(Some(body::boxed_dyn(
+            body::Capped::new(body, limit),
+        )))),
+        _ => Ok(RequestBody::Stream(Some(body))),
+    }
+}
+
+/// How an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+    BodyTooLarge,
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
+    if error.is_connect() {
+        return Failure::Connect;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<body::TooLarge>() {
+            return Failure::BodyTooLarge;
+        }
+        source = e.source();
+    }
+    Failure::Reset
+}
+
+/// The request key a hashing balancer hashes.
+fn hash_key<'a>(key: &HashKey, headers: &'a HeaderMap, client_ip: &'a [u8]) -> Option<&'a [u8]> {
+    match key {
+        HashKey::ClientIp => Some(client_ip),
+        HashKey::Header(name) => headers.get(name.as_str()).map(HeaderValue::as_bytes),
+        HashKey::Cookie(name) => cookie(headers, name).map(str::as_bytes),
+        _ => None,
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn forward(
+    frontend: &FrontendRuntime,
+    mut req: Request<Body>,
+    conn: ConnInfo,
+    log: &mut AccessLog,
+) -> Result<Response<Body>, ProxyError> {
+    let backend = &frontend.backend;
+    let Some(balancer) = backend.balancer.as_ref() else {
+        return Err(ProxyError::NoServer);
+    };
+    let settings = &frontend.entry.config.settings;
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    // The request as every attempt sends it, minus the Host header and URI.
+    let (mut parts, incoming) = req.into_parts();
+    let original_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
+    let size = incoming.size_hint();
+    let mut body = prepare_body(incoming, size, frontend).await?;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    let forwarded = Forwarded {
+        client_ip: conn.client.ip(),
+        proto: if conn.tls { "https" } else { "http" },
+        port: conn.local.port(),
+        server: &frontend.server_header,
+        trust: settings.trust_forward_header,
+    };
+    headers::set_forwarded(&mut parts.headers, original_host.as_ref(), &forwarded);
+    if settings.pass_host_header
+        && let Some(host) = &original_host
+    {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+
+    // Balancing inputs.
+    let client_ip = match conn.client.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    let key_hash = backend
+        .entry
+        .balancer
+        .key
+        .as_ref()
+        .and_then(|key| hash_key(key, &parts.headers, &client_ip))
+        .map(lb_core::balance::hash_key);
+    let sticky_name = backend
+        .entry
+        .balancer
+        .sticky
+        .as_ref()
+        .map(|s| s.cookie.as_str());
+    let sticky_value = sticky_name.and_then(|name| cookie(&parts.headers, name));
+
+    let mut tried = TriedSet::new();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        log.attempts = attempts;
+        let now = Instant::now();
+        let mut ctx = PickContext::new(now).with_tried(&tried);
+        if let Some(hash) = key_hash {
+            ctx = ctx.with_key(hash);
+        }
+        if let Some(value) = sticky_value {
+            ctx = ctx.with_sticky_cookie(value);
+        }
+        let Some(pick) = balancer.pick(&ctx) else {
+            return Err(ProxyError::NoServer);
+        };
+        let server = &backend.servers[pick.index()];
+        log.server = Some(Arc::clone(&server.id));
+        let Some(attempt_body) = body.take() else {
+            return Err(ProxyError::BadGateway);
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(server.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|_| ProxyError::BadRequest)?;
+        let mut attempt = Request::new(attempt_body);
+        *attempt.method_mut() = parts.method.clone();
+        *attempt.uri_mut() = uri;
+        *attempt.version_mut() = Version::HTTP_11;
+        *attempt.headers_mut() = parts.headers.clone();
+        if !settings.pass_host_header || original_host.is_none() {
+            attempt
+                .headers_mut()
+                .insert(header::HOST, server.host_header.clone());
+        }
+        let sent = tokio::time::timeout(
+            backend.upstream.read_timeout(),
+            backend.upstream.client().request(attempt),
+        )
+        .await;
+        let (failure, status) = match sent {
+            Ok(Ok(mut response)) => {
+                let status = response.status();
+                let outcome = if status.is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                let retry =
+                    retry_allowed(frontend, &body, attempts, &parts.method, Some(status), None);
+                if !retry || upgrade {
+                    let set_cookie = pick.set_cookie();
+                    pick.complete(outcome, Instant::now());
+                    if let (Some(name), Some(value)) = (sticky_name, set_cookie) {
+                        let cookie = format!("{name}={value}; Path=/; HttpOnly");
+                        if let Ok(v) = HeaderValue::from_str(&cookie) {
+                            response.headers_mut().append(header::SET_COOKIE, v);
+                        }
+                    }
+                    if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_upgrade) = client_upgrade {
+                            tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+                        }
+                        return Ok(response.map(|_| body::empty()));
+                    }
+                    headers::remove_hop_by_hop(response.headers_mut(), false);
+                    return Ok(response.map(body::boxed));
+                }
+                pick.complete(outcome, Instant::now());
+                tried.insert(server_key(balancer, &server.id));
+                continue;
+            }
+            Ok(Err(error)) => {
+                let failure = classify(&error);
+                tracing::debug!(backend = %backend.id, server = %server.id, %error, "attempt failed");
+                (failure, None)
+            }
+            Err(_elapsed) => (Failure::Timeout, None::<StatusCode>),
+        };
+        let _ = status;
+        let outcome = match failure {
+            Failure::Connect | Failure::Reset => Outcome::ConnectFailure,
+            Failure::Timeout => Outcome::Timeout,
+            Failure::BodyTooLarge => Outcome::Cancelled,
+        };
+        pick.complete(outcome, Instant::now());
+        if failure == Failure::BodyTooLarge {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        tried.insert(server_key(balancer, &server.id));
+        if upgrade
+            || !retry_allowed(
+                frontend,
+                &body,
+                attempts,
+                &parts.method,
+                None,
+                Some(failure),
+            )
+        {
+            return Err(match failure {
+                Failure::Timeout => ProxyError::GatewayTimeout,
+                _ => ProxyError::BadGateway,
+            });
+        }
+    }
+}
+
+fn server_key(balancer: &lb_core::balance::Balancer, id: &str) -> u64 {
+    balancer.server(id).map_or(0, |s| s.key())
+}
+
+/// Whether a failed attempt may be retried.
+fn retry_allowed(
+    frontend: &FrontendRuntime,
+    body: &RequestBody,
+    attempts: u32,
+    method: &Method,
+    status: Option<StatusCode>,
+    failure: Option<Failure>,
+) -> bool {
+    body.is_replayable()
+        && frontend.entry.failover.matches(&AttemptInfo {
+            attempts,
+            response_code: status.map_or(0, |s| s.as_u16()),
+            is_network_error: failure.is_some(),
+            is_connect_error: failure == Some(Failure::Connect),
+            method: method.as_str(),
+        })
+}
+
+/// Copies bytes both ways between the client's and the server's upgraded connections.
+fn tunnel(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, server) = match tokio::try_join!(client, server) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut server = TokioIo::new(server);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+            tracing::debug!(%error, "upgraded connection ended with an error");
+        }
+    });
+}
+
+// === access log ===
+
+/// One access-log line, written when the response body ends (or is dropped).
+#[derive(Debug)]
+struct AccessLog {
+    method: Method,
+    uri: Uri,
+    started: Instant,
+    frontend: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
+    server: Option<Arc<str>>,
+    attempts: u32,
+    status: StatusCode,
+    bytes: u64,
+}
+
+impl AccessLog {
+    /// Attaches the log to the response body.
+    fn finish(&mut self, response: Response<Body>) -> Response<Body> {
+        let log = AccessLog {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            started: self.started,
+            frontend: self.frontend.take(),
+            backend: self.backend.take(),
+            server: self.server.take(),
+            attempts: self.attempts,
+            status: response.status(),
+            bytes: 0,
+        };
+        response.map(|inner| {
+            body::boxed_dyn(LoggedBody {
+                inner,
+                log: Some(log),
+            })
+        })
+    }
+
+    fn write(&self) {
+        let duration: Duration = self.started.elapsed();
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = self.uri.path(),
+            status = self.status.as_u16(),
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            frontend = self.frontend.as_deref().unwrap_or("-"),
+            backend = self.backend.as_deref().unwrap_or("-"),
+            server = self.server.as_deref().unwrap_or("-"),
+            attempts = self.attempts,
+            bytes = self.bytes,
+        );
+    }
+}
+
+/// A response body that counts its bytes and writes the access log when it ends.
+struct LoggedBody {
+    inner: Body,
+    log: Option<AccessLog>,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(log)) = (frame.data_ref(), this.log.as_mut()) {
+                    log.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(log) = this.log.take() {
+                    log.write();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.write();
+        }
+    }
+}

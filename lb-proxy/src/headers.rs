@@ -1,0 +1,246 @@
+//! vulcand's (oxy's) forwarding headers and hop-by-hop rules.
+//!
+//! On the way to the server:
+//! - hop-by-hop headers (RFC 9110 section 7.6.1: `Connection`, `Keep-Alive`,
+//!   `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
+//!   `Transfer-Encoding`, `Upgrade`, and every header `Connection` names) are removed, except
+//!   `Connection: upgrade` and `Upgrade` on an upgrade request;
+//! - `X-Forwarded-For`, `-Proto`, `-Host`, `-Port`, `-Server` and `X-Real-Ip` are set. The
+//!   client's own values are dropped unless the frontend has `TrustForwardHeader`, in which
+//!   case its `X-Forwarded-For` is extended and its other values are kept;
+//! - `Host` becomes the server's `host:port` unless the frontend has `PassHostHeader`.
+//!
+//! On the way back the response's hop-by-hop headers are removed the same way.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Forwarded-Server`.
+pub static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
+/// `X-Real-Ip`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What the forwarding headers say about the client and the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// `http` or `https`: how the client reached the proxy.
+    pub proto: &'static str,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The value of `X-Forwarded-Server` (the frontend's `Hostname`, else this machine's).
+    pub server: &'a HeaderValue,
+    /// Keep the client's forwarding headers (`TrustForwardHeader`).
+    pub trust: bool,
+}
+
+/// Whether `headers` ask for a protocol upgrade (`Connection: upgrade` plus `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` survives and `Connection`
+/// is reduced to `upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets the forwarding headers of a request about to go to a server. `host` is the
+/// request's host as the client sent it (authority or `Host` header).
+pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &Forwarded<'_>) {
+    let client = HeaderValue::from_str(&fwd.client_ip.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    if !fwd.trust {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PORT,
+            &X_FORWARDED_SERVER,
+            &X_REAL_IP,
+        ] {
+            headers.remove(name);
+        }
+    }
+    // X-Forwarded-For: the client's chain plus the client.
+    let chain: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let xff = if chain.is_empty() {
+        client.clone()
+    } else {
+        let mut joined = chain.join(&b", "[..]);
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    set_if_absent(headers, &X_REAL_IP, client);
+    set_if_absent(
+        headers,
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(fwd.proto),
+    );
+    if let Some(host) = host {
+        set_if_absent(headers, &X_FORWARDED_HOST, host.clone());
+    }
+    set_if_absent(headers, &X_FORWARDED_PORT, HeaderValue::from(fwd.port));
+    headers.insert(X_FORWARDED_SERVER.clone(), fwd.server.clone());
+}
+
+fn set_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
+    if !headers.contains_key(name) {
+        headers.insert(name.clone(), value);
+    }
+}
+
+/// This machine's host name, for `X-Forwarded-Server` when a frontend sets no `Hostname`.
+pub fn local_hostname() -> HeaderValue {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .and_then(|name| HeaderValue::from_str(name.trim()).ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| HeaderValue::from_static("lbproxy"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn upgrade_requests_keep_upgrade() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    fn forwarded(trust: bool, server: &HeaderValue) -> Forwarded<'_> {
+        Forwarded {
+            client_ip: "10.0.0.9".parse().unwrap(),
+            proto: "http",
+            port: 8181,
+            server,
+            trust,
+        }
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let server = HeaderValue::from_static("lb1");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(&mut h, Some(&host), &forwarded(false, &server));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-port"], "8181");
+        assert_eq!(h["x-forwarded-server"], "lb1");
+    }
+
+    #[test]
+    fn trusted_forwarding_headers_are_kept_and_extended() {
+        let server = HeaderValue::from_static("lb1");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(&mut h, None, &forwarded(true, &server));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

@@ -1,0 +1,231 @@
+//! What the data path runs on: one snapshot compiled into a router, balancers and pools.
+//!
+//! A [`Runtime`] is built off the hot path for every applied snapshot and swapped in
+//! atomically; requests in flight finish on the runtime they started with. Building reuses
+//! what did not change: a backend whose settings and servers are unchanged keeps its whole
+//! runtime, one whose pool settings are unchanged keeps its pool (and its open connections),
+//! and per-server balancing state lives in the long-lived [`StateStore`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+use http::uri::Authority;
+use lb_core::balance::{Balancer, ServerSpec, StateStore};
+use lb_core::config::{BackendEntry, FrontendEntry, Scheme, ServerEntry, Snapshot};
+use lb_route::Router;
+
+use crate::upstream::{PoolSettings, Upstream};
+
+/// A compiled snapshot.
+#[derive(Debug)]
+pub struct Runtime {
+    snapshot: Arc<Snapshot>,
+    router: Router<usize>,
+    frontends: Vec<FrontendRuntime>,
+    backends: HashMap<Arc<str>, Arc<BackendRuntime>>,
+}
+
+/// A frontend ready to serve.
+#[derive(Debug)]
+pub struct FrontendRuntime {
+    /// The frontend's id.
+    pub id: Arc<str>,
+    /// Its configuration.
+    pub entry: Arc<FrontendEntry>,
+    /// Its backend.
+    pub backend: Arc<BackendRuntime>,
+    /// The value of `X-Forwarded-Server`.
+    pub server_header: HeaderValue,
+}
+
+/// A backend ready to serve.
+#[derive(Debug)]
+pub struct BackendRuntime {
+    /// The backend's id.
+    pub id: Arc<str>,
+    /// Its configuration.
+    pub entry: Arc<BackendEntry>,
+    /// Its balancer; `None` when it could not be built (logged), which answers 503.
+    pub balancer: Option<Balancer>,
+    /// Its servers, indexed by [`Pick::index`](lb_core::balance::Pick::index).
+    pub servers: Vec<ServerRuntime>,
+    /// Its connection pool.
+    pub upstream: Upstream,
+}
+
+/// A server ready to receive requests.
+#[derive(Debug)]
+pub struct ServerRuntime {
+    /// The server's id.
+    pub id: Arc<str>,
+    /// Its configuration.
+    pub entry: Arc<ServerEntry>,
+    /// `host:port` to connect to.
+    pub authority: Authority,
+    /// The `Host` header sent when the frontend does not pass the client's.
+    pub host_header: HeaderValue,
+}
+
+impl Runtime {
+    /// An empty runtime (no routes): every request gets 404.
+    pub fn empty() -> Self {
+        Self {
+            snapshot: Arc::new(Snapshot::default()),
+            router: Router::new(),
+            frontends: Vec::new(),
+            backends: HashMap::new(),
+        }
+    }
+
+    /// Compiles `snapshot`, reusing what `previous` built for unchanged backends.
+    /// `hostname` is the default `X-Forwarded-Server`.
+    pub fn build(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&Runtime>,
+        store: &StateStore,
+        hostname: &HeaderValue,
+        now: Instant,
+    ) -> Runtime {
+        let mut backends = HashMap::new();
+        for entry in snapshot.backends() {
+            let servers: Vec<Arc<ServerEntry>> =
+                snapshot.servers(&entry.config.id).cloned().collect();
+            let reused = previous
+                .and_then(|p| p.backends.get(entry.config.id.as_str()))
+                .filter(|old| {
+                    Arc::ptr_eq(&old.entry, entry)
+                        && old.servers.len() == servers.len()
+                        && old
+                            .servers
+                            .iter()
+                            .zip(&servers)
+                            .all(|(a, b)| Arc::ptr_eq(&a.entry, b))
+                });
+            let backend = match reused {
+                Some(old) => Arc::clone(old),
+                None => {
+                    let old_pool = previous
+                        .and_then(|p| p.backends.get(entry.config.id.as_str()))
+                        .map(|old| &old.upstream);
+                    Arc::new(build_backend(entry, servers, old_pool, store, now))
+                }
+            };
+            backends.insert(Arc::clone(&backend.id), backend);
+        }
+        store.retain_backends(|id| backends.contains_key(id));
+
+        let mut router = Router::new();
+        let mut frontends = Vec::with_capacity(snapshot.frontends().len());
+        for entry in snapshot.frontends() {
+            let Some(backend) = backends.get(entry.config.backend_id.as_str()) else {
+                // The snapshot checks references; this cannot happen, but never panic.
+                continue;
+            };
+            let server_header = match entry.config.settings.hostname.as_str() {
+                "" => hostname.clone(),
+                name => HeaderValue::from_str(name).unwrap_or_else(|_| hostname.clone()),
+            };
+            let id: Arc<str> = Arc::from(entry.config.id.as_str());
+            router.insert_expr(
+                Arc::clone(&id),
+                entry.config.priority,
+                entry.route.clone(),
+                frontends.len(),
+            );
+            frontends.push(FrontendRuntime {
+                id,
+                entry: Arc::clone(entry),
+                backend: Arc::clone(backend),
+                server_header,
+            });
+        }
+        Runtime {
+            snapshot,
+            router,
+            frontends,
+            backends,
+        }
+    }
+
+    /// The snapshot this runtime was built from.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// The router; its values index [`Runtime::frontend_at`].
+    pub fn router(&self) -> &Router<usize> {
+        &self.router
+    }
+
+    /// The frontend at `index` (a router value).
+    pub fn frontend_at(&self, index: usize) -> &FrontendRuntime {
+        &self.frontends[index]
+    }
+
+    /// The backends by id.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendRuntime>> {
+        self.backends.values()
+    }
+}
+
+fn build_backend(
+    entry: &Arc<BackendEntry>,
+    servers: Vec<Arc<ServerEntry>>,
+    old_pool: Option<&Upstream>,
+    store: &StateStore,
+    now: Instant,
+) -> BackendRuntime {
+    let id: Arc<str> = Arc::from(entry.config.id.as_str());
+    let settings = PoolSettings {
+        timeouts: entry.config.settings.timeouts,
+        keep_alive: entry.config.settings.keep_alive,
+    };
+    let upstream = match old_pool {
+        Some(pool) if *pool.settings() == settings => pool.clone(),
+        _ => Upstream::new(settings),
+    };
+    let mut ready = Vec::with_capacity(servers.len());
+    for server in servers {
+        if server.target.scheme == Scheme::Https {
+            tracing::error!(backend = %id, server = %server.config.id,
+                "https servers are not supported yet; the server is left out");
+            continue;
+        }
+        let authority = server.target.authority();
+        let (Ok(parsed), Ok(host_header)) = (
+            authority.parse::<Authority>(),
+            HeaderValue::from_str(&authority),
+        ) else {
+            tracing::error!(backend = %id, server = %server.config.id, %authority,
+                "server address is not a valid authority; the server is left out");
+            continue;
+        };
+        ready.push(ServerRuntime {
+            id: Arc::from(server.config.id.as_str()),
+            entry: server,
+            authority: parsed,
+            host_header,
+        });
+    }
+    let specs: Vec<ServerSpec<'_>> = ready
+        .iter()
+        .enumerate()
+        .map(|(index, s)| ServerSpec::new(&s.id, s.entry.config.weight, index))
+        .collect();
+    let balancer = match Balancer::build(&id, &specs, &entry.balancer, store, now) {
+        Ok(balancer) => Some(balancer),
+        Err(error) => {
+            tracing::error!(backend = %id, %error, "cannot build the balancer");
+            None
+        }
+    };
+    BackendRuntime {
+        id,
+        entry: Arc::clone(entry),
+        balancer,
+        servers: ready,
+        upstream,
+    }
+}

@@ -1,0 +1,176 @@
+//! Accepting connections: HTTP/1.1 and h2c on each listening socket, graceful shutdown.
+//!
+//! A [`Server`] owns the accept loops. Listeners can be added and removed while it runs
+//! (`--listen` addresses at start, registry listeners as snapshots change); removing one
+//! stops its accept loop but lets its open connections finish. [`Server::shutdown`] stops
+//! every accept loop, asks every connection to finish its in-flight requests and close, and
+//! waits for them up to a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Response;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+use crate::forward::{ConnInfo, Proxy};
+
+/// Accept loops and the connections they started.
+#[derive(Debug)]
+pub struct Server {
+    proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    /// How many connections are open.
+    open: watch::Sender<usize>,
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(watch::Sender<usize>);
+
+impl OpenConnection {
+    fn new(open: &watch::Sender<usize>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A running accept loop. Dropping the handle leaves the loop running; call
+/// [`ListenerHandle::stop`] to stop it.
+#[derive(Debug)]
+pub struct ListenerHandle {
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl ListenerHandle {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops accepting; open connections on it keep being served.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Server {
+    /// A server that hands requests to `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self {
+            proxy,
+            shutdown: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+        }
+    }
+
+    /// Binds `addr` and serves it.
+    pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<ListenerHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve(listener)
+    }
+
+    /// Serves an already bound listener.
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<ListenerHandle> {
+        let local = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let mut shutdown = self.shutdown.subscribe();
+        let proxy = Arc::clone(&self.proxy);
+        let open = self.open.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, client) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, keep going.
+                            tracing::warn!(%local, %error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = signalled(&mut stopped) => break,
+                    _ = signalled(&mut shutdown) => break,
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = ConnInfo {
+                    client,
+                    local,
+                    tls: false,
+                };
+                tokio::spawn(serve_connection(
+                    TokioIo::new(stream),
+                    conn,
+                    Arc::clone(&proxy),
+                    shutdown.clone(),
+                    OpenConnection::new(&open),
+                ));
+            }
+            tracing::debug!(%local, "listener stopped");
+        });
+        Ok(ListenerHandle { local, stop })
+    }
+
+    /// Stops accepting everywhere, lets in-flight requests finish, and waits until every
+    /// connection is closed or `deadline` passes. Returns whether everything drained.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        let mut open = self.open.subscribe();
+        tokio::time::timeout(deadline, open.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+    }
+
+    /// How many connections are open.
+    pub fn open_connections(&self) -> usize {
+        *self.open.borrow()
+    }
+}
+
+/// Waits until the flag is raised (or its sender is gone).
+async fn signalled(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|raised| *raised).await;
+}
+
+async fn serve_connection(
+    io: TokioIo<tokio::net::TcpStream>,
+    conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    _open: OpenConnection,
+) {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let proxy = Arc::clone(&proxy);
+        // Boxed so that the future's `Send` is proven here, with concrete lifetimes.
+        let response: BoxFuture<Response<Body>> =
+            Box::pin(async move { proxy.handle(req.map(body::boxed), conn).await });
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = signalled(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(client = %conn.client, %error, "connection ended with an error");
+    }
+}
