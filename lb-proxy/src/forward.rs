@@ -10,7 +10,9 @@
 //! most 3 attempts, so nothing that may have reached the application is repeated.
 //! `IsNetworkError()` is true for connect, reset and timeout failures, `IsConnectError()` for
 //! connect failures only; neither is true for a server's own 502. Nothing is retried once
-//! the response has started: a retry happens only before any byte went to the client.
+//! the response has started: a retry happens only before any byte went to the client. When a
+//! retry finds every server tried, the client gets what the last attempt got: the server's
+//! answer, or 502/504 for a transport failure (503 only when no server could be picked at all).
 //!
 //! A request body can only be sent again if it was kept. Bodies with a `Content-Length` of
 //! at most `MaxMemBodyBytes` (default 1 MiB) are read into memory first, so their requests
@@ -282,6 +284,9 @@ async fn forward(
 
     let mut tried = TriedSet::new();
     let mut attempts = 0u32;
+    // What the last retried attempt ended with, answered when a retry finds every server
+    // tried.
+    let mut last: Option<LastAttempt> = None;
     loop {
         attempts += 1;
         log.attempts = attempts;
@@ -294,7 +299,17 @@ async fn forward(
             ctx = ctx.with_sticky_cookie(value);
         }
         let Some(pick) = balancer.pick(&ctx) else {
-            return Err(ProxyError::NoServer);
+            // A retry that finds every server tried answers with what the last attempt got
+            // (a lone dead server is a 502, a lone server's 500 is relayed), not "no usable
+            // server".
+            return match last {
+                Some(LastAttempt::Answered(mut response)) => {
+                    headers::remove_hop_by_hop(response.headers_mut(), false);
+                    Ok(response.map(body::boxed))
+                }
+                Some(LastAttempt::Failed(error)) => Err(error),
+                None => Err(ProxyError::NoServer),
+            };
         };
         let server = &backend.servers[pick.index()];
         log.server = Some(Arc::clone(&server.id));
@@ -352,6 +367,7 @@ async fn forward(
                 }
                 pick.complete(outcome, Instant::now());
                 tried.insert(server_key(balancer, &server.id));
+                last = Some(LastAttempt::Answered(response));
                 continue;
             }
             Ok(Err(error)) => {
@@ -372,6 +388,10 @@ async fn forward(
             return Err(ProxyError::BodyTooLarge);
         }
         tried.insert(server_key(balancer, &server.id));
+        let error = match failure {
+            Failure::Timeout => ProxyError::GatewayTimeout,
+            _ => ProxyError::BadGateway,
+        };
         if upgrade
             || !retry_allowed(
                 frontend,
@@ -382,12 +402,18 @@ async fn forward(
                 Some(failure),
             )
         {
-            return Err(match failure {
-                Failure::Timeout => ProxyError::GatewayTimeout,
-                _ => ProxyError::BadGateway,
-            });
+            return Err(error);
         }
+        last = Some(LastAttempt::Failed(error));
     }
+}
+
+/// How a retried attempt ended.
+enum LastAttempt {
+    /// The server answered, but the predicate asked for a retry.
+    Answered(Response<hyper::body::Incoming>),
+    /// The attempt failed in the transport.
+    Failed(ProxyError),
 }
 
 fn server_key(balancer: &lb_core::balance::Balancer, id: &str) -> u64 {
