@@ -215,6 +215,11 @@ impl Tree {
         self.entries.push((key.to_owned(), value));
         self
     }
+
+    /// The writes, in order.
+    pub fn entries(&self) -> &[(String, Value)] {
+        &self.entries
+    }
 }
 
 /// An in-process lbproxy on 127.0.0.1 (data path and admin API on ephemeral ports) whose
