@@ -174,6 +174,7 @@ mod captures;
 mod cidr;
 mod condition;
 mod error;
+pub mod go_string;
 mod lexer;
 pub mod linear;
 mod parser;

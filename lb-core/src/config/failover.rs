@@ -601,15 +601,10 @@ impl<'a> Lexer<'a> {
             (b'<', _) => (Tok::Cmp(CmpOp::Lt), 1),
             (b'>', Some(b'=')) => (Tok::Cmp(CmpOp::Ge), 2),
             (b'>', _) => (Tok::Cmp(CmpOp::Gt), 1),
-            (b'"', _) => {
-                let text = self.interpreted_string()?;
-                return Ok(Token {
-                    kind: Tok::Str(text),
-                    pos: start,
-                });
-            }
-            (b'`', _) => {
-                let text = self.raw_string()?;
+            (b'"' | b'`', _) => {
+                let (text, end) = lb_route::go_string::unquote(self.src, start)
+                    .map_err(|e| invalid_string(e.position, &e.message))?;
+                self.pos = end;
                 return Ok(Token {
                     kind: Tok::Str(text),
                     pos: start,
@@ -654,165 +649,11 @@ impl<'a> Lexer<'a> {
         self.pos = start + len;
         Ok(Token { kind, pos: start })
     }
-
-    /// A backtick raw string: no escapes, newlines allowed, carriage returns dropped (as Go
-    /// does, so a file saved with CRLF line endings means the same thing).
-    fn raw_string(&mut self) -> Result<String, PredicateError> {
-        let start = self.pos;
-        let body = &self.src[start + 1..];
-        let Some(len) = body.find('`') else {
-            return Err(invalid_string(
-                start,
-                "unterminated raw string (missing closing `` ` ``)",
-            ));
-        };
-        self.pos = start + 1 + len + 1;
-        Ok(body[..len].chars().filter(|&c| c != '\r').collect())
-    }
-
-    /// A double-quoted string with Go's escapes (`strconv.Unquote`). `\x` and octal escapes
-    /// produce single bytes, so the value is assembled as bytes and must be UTF-8 at the end.
-    fn interpreted_string(&mut self) -> Result<String, PredicateError> {
-        let start = self.pos;
-        let src = self.src;
-        let bytes = src.as_bytes();
-        let mut out: Vec<u8> = Vec::new();
-        // Output offset and source position of every byte escape, to point a UTF-8 error at
-        // the escape that caused it.
-        let mut byte_escapes: Vec<(usize, usize)> = Vec::new();
-        let unterminated = || invalid_string(start, "unterminated string (missing closing `\"`)");
-        let mut i = start + 1;
-        loop {
-            let Some(&b) = bytes.get(i) else {
-                return Err(unterminated());
-            };
-            match b {
-                b'"' => break,
-                b'\n' => {
-                    return Err(invalid_string(
-                        i,
-                        "newline in string (write `\\n`, or use a backtick raw string)",
-                    ));
-                }
-                b'\\' => {
-                    let esc = i;
-                    let Some(&e) = bytes.get(i + 1) else {
-                        return Err(unterminated());
-                    };
-                    let simple = match e {
-                        b'a' => Some(0x07),
-                        b'b' => Some(0x08),
-                        b'f' => Some(0x0c),
-                        b'n' => Some(b'\n'),
-                        b'r' => Some(b'\r'),
-                        b't' => Some(b'\t'),
-                        b'v' => Some(0x0b),
-                        b'\\' => Some(b'\\'),
-                        b'"' => Some(b'"'),
-                        _ => None,
-                    };
-                    if let Some(byte) = simple {
-                        out.push(byte);
-                        i += 2;
-                        continue;
-                    }
-                    match e {
-                        b'0'..=b'7' => {
-                            let value = digits(bytes, esc + 1, 3, 8).ok_or_else(|| {
-                                invalid_string(
-                                    esc,
-                                    "octal escape needs exactly three digits 0-7, e.g. `\\101`",
-                                )
-                            })?;
-                            let byte = u8::try_from(value).map_err(|_| {
-                                invalid_string(esc, "octal escape value is above 255 (`\\377`)")
-                            })?;
-                            byte_escapes.push((out.len(), esc));
-                            out.push(byte);
-                            i = esc + 4;
-                        }
-                        b'x' => {
-                            let value = digits(bytes, esc + 2, 2, 16).ok_or_else(|| {
-                                invalid_string(
-                                    esc,
-                                    "`\\x` escape needs exactly two hex digits, e.g. `\\x41`",
-                                )
-                            })?;
-                            byte_escapes.push((out.len(), esc));
-                            // Two hex digits never exceed 255.
-                            out.push(u8::try_from(value).unwrap_or(u8::MAX));
-                            i = esc + 4;
-                        }
-                        b'u' | b'U' => {
-                            let n = if e == b'u' { 4 } else { 8 };
-                            let value = digits(bytes, esc + 2, n, 16).ok_or_else(|| {
-                                invalid_string(
-                                    esc,
-                                    if e == b'u' {
-                                        "`\\u` escape needs exactly four hex digits, e.g. `\\u00e9`"
-                                    } else {
-                                        "`\\U` escape needs exactly eight hex digits, e.g. \
-                                         `\\U0001F600`"
-                                    },
-                                )
-                            })?;
-                            let c = char::from_u32(value).ok_or_else(|| {
-                                invalid_string(
-                                    esc,
-                                    "escape is not a Unicode scalar value (a surrogate or above \
-                                     U+10FFFF)",
-                                )
-                            })?;
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                            i = esc + 2 + n;
-                        }
-                        _ => {
-                            let what = match src.get(esc + 1..).and_then(|r| r.chars().next()) {
-                                Some(c) => format!("unknown escape `\\{}`", show_char(c)),
-                                None => "unknown escape".into(),
-                            };
-                            return Err(invalid_string(esc, &what));
-                        }
-                    }
-                }
-                _ => {
-                    // Copy the whole character: `i` is on a character boundary because every
-                    // step above moves over ASCII bytes or whole characters.
-                    let len = src
-                        .get(i..)
-                        .and_then(|r| r.chars().next())
-                        .map_or(1, char::len_utf8);
-                    out.extend_from_slice(&bytes[i..i + len]);
-                    i += len;
-                }
-            }
-        }
-        self.pos = i + 1;
-        String::from_utf8(out).map_err(|e| {
-            let bad = e.utf8_error().valid_up_to();
-            // The first invalid byte always comes from a `\x` or octal escape: literal text
-            // and `\u` escapes are whole characters.
-            let pos = byte_escapes
-                .iter()
-                .find(|(offset, _)| *offset == bad)
-                .map_or(start, |&(_, pos)| pos);
-            invalid_string(pos, "the bytes of `\\x`/octal escapes are not valid UTF-8")
-        })
-    }
 }
 
 /// The length of the longest prefix of `bytes` whose bytes satisfy `keep`.
 fn word_len(bytes: &[u8], keep: impl Fn(u8) -> bool) -> usize {
     bytes.iter().position(|&c| !keep(c)).unwrap_or(bytes.len())
-}
-
-/// Exactly `n` digits of `radix` at `at`.
-fn digits(bytes: &[u8], at: usize, n: usize, radix: u32) -> Option<u32> {
-    let digits = bytes.get(at..at.checked_add(n)?)?;
-    digits.iter().try_fold(0u32, |acc, &d| {
-        Some(acc * radix + char::from(d).to_digit(radix)?)
-    })
 }
 
 /// Validates a number literal: what vulcand's `strconv.Atoi` accepted, minus Go's octal.
