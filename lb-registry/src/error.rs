@@ -68,6 +68,17 @@ pub enum RegistryError {
         /// The key or prefix as given.
         key: String,
     },
+    /// A [`put_if`](crate::Registry::put_if) whose precondition did not hold: someone else
+    /// wrote (or deleted, or created) the key since the caller read it.
+    #[error("key {key:?} changed concurrently: expected {expected}, found {found}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// What the caller expected, e.g. `no key` or `revision 12`.
+        expected: String,
+        /// What the registry had, e.g. `revision 14` or `no key`.
+        found: String,
+    },
     /// A configuration file cannot be read (missing, unreadable, not UTF-8, empty while
     /// being rewritten).
     #[error("cannot read {}: {source}", path.display())]
@@ -110,6 +121,24 @@ impl RegistryError {
         Self::Backend {
             registry: registry.into(),
             source: Arc::from(source.into()),
+        }
+    }
+
+    /// A [`RegistryError::Conflict`]: `key` did not satisfy `precondition`; `found` is the
+    /// revision of its last write, `None` if it does not exist.
+    pub fn conflict(key: &str, precondition: crate::Precondition, found: Option<u64>) -> Self {
+        let describe = |revision: Option<u64>| match revision {
+            Some(revision) => format!("revision {revision}"),
+            None => "no key".to_owned(),
+        };
+        let expected = match precondition {
+            crate::Precondition::Absent => None,
+            crate::Precondition::Revision(revision) => Some(revision),
+        };
+        Self::Conflict {
+            key: key.to_owned(),
+            expected: describe(expected),
+            found: describe(found),
         }
     }
 

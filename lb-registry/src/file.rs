@@ -16,7 +16,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 use crate::error::RegistryError;
-use crate::registry::{BoxFuture, Listing, Registry, WatchEvent};
+use crate::registry::{BoxFuture, Listing, Precondition, Registry, Versioned, WatchEvent};
 use crate::watch::Watch;
 
 /// How long a [`FileRegistry`] waits for a burst of file-system events to settle before it
@@ -234,6 +234,31 @@ impl Registry for FileRegistry {
     }
 
     fn delete_prefix<'a>(&'a self, _prefix: &'a str) -> BoxFuture<'a, Result<u64, RegistryError>> {
+        Box::pin(async move { Err(self.read_only()) })
+    }
+
+    /// The file has no per-key revisions: a key's revision is the file's.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, RegistryError>> {
+        Box::pin(async move {
+            let state = self.shared.lock();
+            Ok(state.listing.get(key).map(|value| Versioned {
+                value: value.clone(),
+                revision: state.listing.revision,
+            }))
+        })
+    }
+
+    fn put_if<'a>(
+        &'a self,
+        _key: &'a str,
+        _value: Bytes,
+        _ttl: Option<Duration>,
+        _precondition: Precondition,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>> {
+        Box::pin(async move { Err(self.read_only()) })
+    }
+
+    fn refresh<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move { Err(self.read_only()) })
     }
 }

@@ -52,7 +52,9 @@
 
 mod error;
 mod file;
+pub mod flat;
 mod memory;
+pub mod register;
 mod registry;
 mod url;
 mod watch;
@@ -61,6 +63,6 @@ pub use error::RegistryError;
 pub use file::{FileRegistry, Quiescence};
 pub use lb_core::kv::KeyValue;
 pub use memory::{DEFAULT_HISTORY, MemoryRegistry};
-pub use registry::{BoxFuture, Change, Listing, Registry, WatchEvent};
+pub use registry::{BoxFuture, Change, Listing, Precondition, Registry, Versioned, WatchEvent};
 pub use url::open;
 pub use watch::Watch;

@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::error::RegistryError;
-use crate::registry::{BoxFuture, Change, Listing, Registry, WatchEvent, check_key, check_prefix};
+use crate::registry::{
+    BoxFuture, Change, Listing, Precondition, Registry, Versioned, WatchEvent, check_key,
+    check_prefix,
+};
 use crate::watch::Watch;
 
 /// How many revisions a [`MemoryRegistry`] keeps for watchers that start in the past, unless
@@ -61,13 +64,16 @@ struct State {
 
 struct Entry {
     value: Bytes,
+    /// The revision of the last write.
+    revision: u64,
     lease: Option<Lease>,
 }
 
-/// A TTL armed on a key. The id tells a timer that fires late (after a re-put replaced its
-/// lease, before the abort took effect) that it no longer owns the key.
+/// A TTL armed on a key. The id tells a timer that fires late (after a re-put or a refresh
+/// replaced its lease, before the abort took effect) that it no longer owns the key.
 struct Lease {
     id: u64,
+    ttl: Duration,
     timer: AbortHandle,
 }
 
@@ -111,48 +117,21 @@ impl MemoryRegistry {
         key: &str,
         value: Bytes,
         ttl: Option<Duration>,
+        precondition: Option<Precondition>,
     ) -> Result<u64, RegistryError> {
         check_key(key)?;
-        let timer = match ttl {
-            None => None,
-            Some(ttl) if ttl.is_zero() => {
-                return Err(RegistryError::InvalidTtl {
-                    key: key.to_owned(),
-                    reason: "the TTL must be positive".to_owned(),
-                });
-            }
-            Some(ttl) => {
-                let runtime = tokio::runtime::Handle::try_current()
-                    .map_err(|e| RegistryError::backend(DESCRIPTION, e))?;
-                // A TTL from an API request must not be able to overflow the clock (a panic).
-                let deadline = tokio::time::Instant::now()
-                    .checked_add(ttl)
-                    .ok_or_else(|| RegistryError::InvalidTtl {
-                        key: key.to_owned(),
-                        reason: format!("a TTL of {ttl:?} is too long"),
-                    })?;
-                Some((runtime, deadline))
-            }
-        };
+        let timer = ttl.map(|ttl| Timer::new(key, ttl)).transpose()?;
         let mut state = self.shared.lock();
-        let lease = timer.map(|(runtime, deadline)| {
-            state.next_lease += 1;
-            let id = state.next_lease;
-            let weak = Arc::downgrade(&self.shared);
-            let owned_key = key.to_owned();
-            let task = runtime.spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                expire(&weak, &owned_key, id);
-            });
-            Lease {
-                id,
-                timer: task.abort_handle(),
-            }
-        });
+        if let Some(precondition) = precondition {
+            check_precondition(key, precondition, state.entries.get(key))?;
+        }
+        let lease = timer.map(|timer| timer.arm(&self.shared, &mut state, key));
+        let revision = state.revision + 1;
         let previous = state.entries.insert(
             key.to_owned(),
             Entry {
                 value: value.clone(),
+                revision,
                 lease,
             },
         );
@@ -160,6 +139,40 @@ impl MemoryRegistry {
             timer.abort();
         }
         Ok(state.commit(vec![Change::Put(KeyValue::new(key, value))]))
+    }
+
+    fn refresh_now(&self, key: &str) -> Result<(), RegistryError> {
+        check_key(key)?;
+        let ttl = {
+            let state = self.shared.lock();
+            let entry = state
+                .entries
+                .get(key)
+                .ok_or_else(|| RegistryError::NotFound {
+                    key: key.to_owned(),
+                })?;
+            entry.lease.as_ref().map(|lease| lease.ttl).ok_or_else(|| {
+                RegistryError::InvalidTtl {
+                    key: key.to_owned(),
+                    reason: "the key was written without a TTL".to_owned(),
+                }
+            })?
+        };
+        let timer = Timer::new(key, ttl)?;
+        let mut state = self.shared.lock();
+        // The key may have expired or been rewritten between the two locks.
+        if state.entries.get(key).is_none_or(|e| e.lease.is_none()) {
+            return Err(RegistryError::NotFound {
+                key: key.to_owned(),
+            });
+        }
+        let lease = timer.arm(&self.shared, &mut state, key);
+        if let Some(entry) = state.entries.get_mut(key)
+            && let Some(old) = entry.lease.replace(lease)
+        {
+            old.timer.abort();
+        }
+        Ok(())
     }
 
     fn delete_now(&self, key: &str) -> Result<u64, RegistryError> {
@@ -258,7 +271,31 @@ impl Registry for MemoryRegistry {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<u64, RegistryError>> {
-        Box::pin(async move { self.put_now(key, value, ttl) })
+        Box::pin(async move { self.put_now(key, value, ttl, None) })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, RegistryError>> {
+        Box::pin(async move {
+            check_key(key)?;
+            Ok(self.shared.lock().entries.get(key).map(|entry| Versioned {
+                value: entry.value.clone(),
+                revision: entry.revision,
+            }))
+        })
+    }
+
+    fn put_if<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        precondition: Precondition,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>> {
+        Box::pin(async move { self.put_now(key, value, ttl, Some(precondition)) })
+    }
+
+    fn refresh<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move { self.refresh_now(key) })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, RegistryError>> {
@@ -268,6 +305,75 @@ impl Registry for MemoryRegistry {
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RegistryError>> {
         Box::pin(async move { self.delete_prefix_now(prefix) })
     }
+}
+
+// === TTL timers, preconditions ===
+
+/// A TTL checked and ready to arm: validated before the lock is taken.
+struct Timer {
+    runtime: tokio::runtime::Handle,
+    ttl: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Timer {
+    fn new(key: &str, ttl: Duration) -> Result<Self, RegistryError> {
+        if ttl.is_zero() {
+            return Err(RegistryError::InvalidTtl {
+                key: key.to_owned(),
+                reason: "the TTL must be positive".to_owned(),
+            });
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| RegistryError::backend(DESCRIPTION, e))?;
+        // A TTL from an API request must not be able to overflow the clock (a panic).
+        let deadline = tokio::time::Instant::now()
+            .checked_add(ttl)
+            .ok_or_else(|| RegistryError::InvalidTtl {
+                key: key.to_owned(),
+                reason: format!("a TTL of {ttl:?} is too long"),
+            })?;
+        Ok(Self {
+            runtime,
+            ttl,
+            deadline,
+        })
+    }
+
+    /// Spawns the timer that deletes `key` at the deadline unless its lease is replaced.
+    fn arm(self, shared: &Arc<Shared>, state: &mut State, key: &str) -> Lease {
+        state.next_lease += 1;
+        let id = state.next_lease;
+        let weak = Arc::downgrade(shared);
+        let owned_key = key.to_owned();
+        let deadline = self.deadline;
+        let task = self.runtime.spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            expire(&weak, &owned_key, id);
+        });
+        Lease {
+            id,
+            ttl: self.ttl,
+            timer: task.abort_handle(),
+        }
+    }
+}
+
+/// [`RegistryError::Conflict`] unless `current` satisfies `precondition`.
+fn check_precondition(
+    key: &str,
+    precondition: Precondition,
+    current: Option<&Entry>,
+) -> Result<(), RegistryError> {
+    let found = current.map(|entry| entry.revision);
+    let holds = match precondition {
+        Precondition::Absent => found.is_none(),
+        Precondition::Revision(revision) => found == Some(revision),
+    };
+    if holds {
+        return Ok(());
+    }
+    Err(RegistryError::conflict(key, precondition, found))
 }
 
 // === impl Shared, State ===

@@ -92,6 +92,34 @@ pub trait Registry: fmt::Debug + Send + Sync {
     /// [`RegistryError::ReadOnly`], [`RegistryError::InvalidKey`] for an empty prefix or one
     /// with a leading slash.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RegistryError>>;
+
+    /// The value under `key` and the revision that last wrote it (etcd's `mod_revision`,
+    /// Consul's `ModifyIndex`), or `None` if the key does not exist. Read-modify-write
+    /// callers pass that revision to [`put_if`](Registry::put_if).
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, RegistryError>>;
+
+    /// [`put`](Registry::put), but only if `key` is still as the caller last saw it
+    /// (compare-and-swap: etcd's transaction on `mod_revision`, Consul's `?cas=`), so two
+    /// writers editing the same object cannot silently overwrite each other.
+    ///
+    /// Errors: [`RegistryError::Conflict`] when the precondition does not hold, plus those of
+    /// [`put`](Registry::put).
+    fn put_if<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        precondition: Precondition,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>>;
+
+    /// Restarts the TTL of `key`, written with a TTL, without writing it again: no new
+    /// revision, so watchers see nothing (etcd's lease keep-alive, Consul's session renew or
+    /// TTL check pass). Self-registration calls it every third of the TTL.
+    ///
+    /// Errors: [`RegistryError::NotFound`] if the key (or its lease) is gone, for example
+    /// because the TTL ran out: write it again with [`put`](Registry::put).
+    /// [`RegistryError::InvalidTtl`] if the key has no TTL.
+    fn refresh<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>>;
 }
 
 impl fmt::Display for dyn Registry + '_ {
@@ -100,7 +128,26 @@ impl fmt::Display for dyn Registry + '_ {
     }
 }
 
-// === Listing, Change, WatchEvent ===
+// === Versioned, Precondition, Listing, Change, WatchEvent ===
+
+/// A value and the revision that last wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Bytes,
+    /// The revision of the last write of the key.
+    pub revision: u64,
+}
+
+/// What [`Registry::put_if`] requires of the key before it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key must not exist (create only).
+    Absent,
+    /// The key must exist and have been last written at this revision
+    /// ([`Versioned::revision`]).
+    Revision(u64),
+}
 
 /// The whole tree at one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

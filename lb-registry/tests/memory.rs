@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lb_registry::{
-    Change, KeyValue, Listing, MemoryRegistry, Registry, RegistryError, Watch, WatchEvent,
+    Change, KeyValue, Listing, MemoryRegistry, Precondition, Registry, RegistryError, Versioned,
+    Watch, WatchEvent,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -391,4 +392,96 @@ async fn keys_with_different_ttls_expire_in_deadline_order() {
 
     assert_eq!(next_changes(&mut watch).await, (3, vec![delete("b/1")]));
     assert_eq!(next_changes(&mut watch).await, (4, vec![delete("a/1")]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_restarts_the_ttl_without_a_new_revision() {
+    let registry = MemoryRegistry::new();
+    let mut watch = registry.watch(0).await.unwrap();
+    registry
+        .put(SERVER, value("{}"), Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        registry.refresh(SERVER).await.unwrap();
+    }
+    // 12 s after the put, alive thanks to the refreshes, and still at revision 1.
+    assert_eq!(keys(&registry.list().await.unwrap()), [SERVER]);
+    assert_eq!(registry.revision(), 1);
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(registry.list().await.unwrap().entries.is_empty());
+    assert_eq!(next_changes(&mut watch).await, (1, vec![put(SERVER, "{}")]));
+    assert_eq!(next_changes(&mut watch).await, (2, vec![delete(SERVER)]));
+
+    // Gone: refresh says so, and the caller puts again.
+    assert!(matches!(
+        registry.refresh(SERVER).await,
+        Err(RegistryError::NotFound { .. })
+    ));
+    registry.put(SERVER, value("{}"), None).await.unwrap();
+    assert!(matches!(
+        registry.refresh(SERVER).await,
+        Err(RegistryError::InvalidTtl { .. })
+    ));
+}
+
+#[tokio::test]
+async fn get_returns_the_value_and_the_revision_of_its_last_write() {
+    let registry = MemoryRegistry::new();
+    assert_eq!(registry.get(SERVER).await.unwrap(), None);
+    registry.put(SERVER, value("a"), None).await.unwrap();
+    registry
+        .put("listeners/l1", value("{}"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.get(SERVER).await.unwrap(),
+        Some(Versioned {
+            value: value("a"),
+            revision: 1
+        })
+    );
+}
+
+#[tokio::test]
+async fn put_if_writes_only_when_the_key_is_as_the_caller_saw_it() {
+    let registry = MemoryRegistry::new();
+    let created = registry
+        .put_if(SERVER, value("a"), None, Precondition::Absent)
+        .await
+        .unwrap();
+    // A second create loses.
+    let err = registry
+        .put_if(SERVER, value("b"), None, Precondition::Absent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains(SERVER), "{err}");
+
+    // Two read-modify-writes from the same read: the first wins, the second is refused.
+    let first = registry
+        .put_if(SERVER, value("c"), None, Precondition::Revision(created))
+        .await
+        .unwrap();
+    let err = registry
+        .put_if(SERVER, value("d"), None, Precondition::Revision(created))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "key \"{SERVER}\" changed concurrently: expected revision {created}, found revision {first}"
+        )
+    );
+    assert_eq!(
+        registry.get(SERVER).await.unwrap().unwrap().value,
+        value("c")
+    );
+    assert_eq!(
+        registry.revision(),
+        first,
+        "refused writes make no revision"
+    );
 }
