@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_proxy::app::{App, Options, RegistrySource};
 use lb_proxy::applier::ApplierConfig;
 use lb_proxy::body;
-use lb_registry::{BoxFuture, Listing, MemoryRegistry, Registry, RegistryError, Watch};
+use lb_registry::{
+    BoxFuture, Listing, MemoryRegistry, Precondition, Registry, RegistryError, Versioned, Watch,
+};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -291,6 +293,24 @@ impl Registry for GatedRegistry {
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, RegistryError>> {
         self.inner.delete_prefix(prefix)
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, RegistryError>> {
+        self.inner.get(key)
+    }
+
+    fn put_if<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        precondition: Precondition,
+    ) -> BoxFuture<'a, Result<u64, RegistryError>> {
+        self.inner.put_if(key, value, ttl, precondition)
+    }
+
+    fn refresh<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.refresh(key)
     }
 }
 
