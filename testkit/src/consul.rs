@@ -1,0 +1,1 @@
+//! An in-process Consul test server (lands with the Consul registries).

@@ -1,0 +1,1 @@
+//! A throwaway etcd on loopback (lands with the etcd registry).
