@@ -72,6 +72,8 @@ where
 
 /// Polls a tower service ready, then calls it: what `ServiceExt::oneshot` does, without
 /// tower's util feature.
+// Always boxed, and the large variant comes first: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum ReadyThenCall<S: Service<Request>> {
     Ready { service: S, req: Option<Request> },
     Called(Pin<Box<S::Future>>),
