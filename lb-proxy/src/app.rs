@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lb_core::config::Snapshot;
 use lb_core::health::HealthChecker;
+use lb_middleware::Types;
 use lb_registry::Registry;
 use tokio::sync::watch;
 
@@ -43,6 +44,9 @@ pub struct Options {
     pub api_token: Option<String>,
     /// Applier settings (`--strict`, debounce).
     pub applier: ApplierConfig,
+    /// The middleware types this proxy builds: [`Types::builtin`], plus a custom binary's
+    /// own.
+    pub middleware_types: Types,
 }
 
 /// A running lbproxy.
@@ -99,6 +103,7 @@ impl App {
                 checker,
                 options.applier,
             )
+            .with_middleware_types(options.middleware_types)
             .on_apply(Box::new(move |snapshot| {
                 registry_listeners.reconcile(snapshot)
             })),

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::HeaderValue;
 use lb_core::balance::StateStore;
-use lb_core::config::{Diff, MiddlewareTypes, Snapshot, SnapshotBuilder};
+use lb_core::config::{Diff, Snapshot, SnapshotBuilder};
 use lb_core::health::{CheckedBackend, CheckedServer, HealthChecker};
+use lb_middleware::Types;
 use lb_registry::{Change, Registry, WatchEvent};
 use tokio::sync::watch;
 
@@ -64,26 +65,13 @@ pub struct ApplyStatus {
 /// Called with each applied snapshot (the server uses it to open and close listeners).
 pub type OnApply = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
-/// The middleware types of a build without lb-middleware's built-ins: every middleware is
-/// rejected, with a message that says so.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoMiddlewareTypes;
-
-impl MiddlewareTypes for NoMiddlewareTypes {
-    fn validate(&self, kind: &str, _config: &serde_json::Value) -> Result<(), String> {
-        Err(format!(
-            "unknown middleware type {kind:?}: this build has no middleware types"
-        ))
-    }
-}
-
 /// Keeps the proxy's runtime in step with the registry.
 pub struct Applier {
     registry: Arc<dyn Registry>,
     proxy: Arc<Proxy>,
     store: StateStore,
     checker: HealthChecker,
-    types: Box<dyn MiddlewareTypes>,
+    types: Types,
     config: ApplierConfig,
     hostname: HeaderValue,
     status: watch::Sender<ApplyStatus>,
@@ -119,7 +107,7 @@ impl Applier {
             proxy,
             store: StateStore::new(),
             checker,
-            types: Box::new(NoMiddlewareTypes),
+            types: Types::builtin(),
             config,
             hostname: crate::headers::local_hostname(),
             status: watch::Sender::new(status),
@@ -127,8 +115,9 @@ impl Applier {
         }
     }
 
-    /// Checks middlewares with `types` instead of rejecting them all.
-    pub fn with_middleware_types(mut self, types: Box<dyn MiddlewareTypes>) -> Self {
+    /// Builds middlewares with `types` instead of the built-ins alone (a custom proxy
+    /// binary's own types).
+    pub fn with_middleware_types(mut self, types: Types) -> Self {
         self.types = types;
         self
     }
@@ -274,7 +263,7 @@ impl Applier {
         let snapshot = Arc::new(
             SnapshotBuilder::new()
                 .strict(self.config.strict)
-                .middleware_types(self.types.as_ref())
+                .middleware_types(&self.types)
                 .previous(&previous)
                 .build(revision, tree.iter().map(|(k, v)| (k.as_str(), v.as_ref()))),
         );
@@ -284,6 +273,7 @@ impl Applier {
             Arc::clone(&snapshot),
             Some(&old),
             &self.store,
+            &self.types,
             &self.hostname,
             Instant::now(),
         ));

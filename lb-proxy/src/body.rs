@@ -1,44 +1,9 @@
 //! The body type of the data path and small constructors for it.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use http_body_util::BodyExt;
 
-/// Any error a body can fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of every request and response that crosses the proxy: streamed, boxed.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// An empty body.
-pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A body holding `bytes`.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// Boxes any body whose error converts into [`BoxError`].
-pub fn boxed<B>(body: B) -> Body
-where
-    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed()
-}
-
-/// Boxes a body that already fails with [`BoxError`].
-pub fn boxed_dyn<B>(body: B) -> Body
-where
-    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
-{
-    Body::new(body)
-}
+pub use lb_middleware::body::{Body, BoxError, boxed, boxed_dyn, empty, full};
 
 /// The error of a [`Capped`] body that went over its limit.
 #[derive(Debug, thiserror::Error)]

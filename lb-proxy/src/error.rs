@@ -1,8 +1,8 @@
 //! The proxy's own answers: SPEC section 8's status codes with short JSON bodies.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 
 /// Why the proxy answered a request itself instead of relaying a server's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,14 +53,4 @@ impl ProxyError {
     }
 }
 
-/// A response with `status` and the body `{"error": message}`.
-pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(body::full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+pub use lb_middleware::json_error;

@@ -25,7 +25,6 @@
 //! within the backend's `Read` timeout; 413 body over `MaxBodyBytes`; 400 a body the client
 //! broke off.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
 use lb_core::config::failover::AttemptInfo;
+use lb_middleware::{HttpService, RouteCaptures};
 use lb_route::ClientIp;
 
 use crate::body::{self, Body, BoxError};
@@ -47,16 +47,7 @@ use crate::runtime::{FrontendRuntime, Runtime};
 
 pub use lb_core::config::failover::{DEFAULT_PREDICATE, MAX_ATTEMPTS};
 
-/// The connection a request arrived on.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The local address the client connected to.
-    pub local: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-}
+pub use lb_middleware::ConnInfo;
 
 /// The data path: holds the current [`Runtime`] and serves requests with it.
 #[derive(Debug)]
@@ -88,34 +79,90 @@ impl Proxy {
         self.runtime.store(runtime);
     }
 
-    /// Serves one request.
+    /// Serves one request: route, then the frontend's middleware chain (if any) around
+    /// [`forward`].
     pub async fn handle(&self, mut req: Request<Body>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let runtime = self.runtime.load_full();
         req.extensions_mut().insert(ClientIp(conn.client.ip()));
+        req.extensions_mut().insert(conn);
         let mut log = AccessLog {
             method: req.method().clone(),
             uri: req.uri().clone(),
             started,
             frontend: None,
             backend: None,
-            server: None,
-            attempts: 0,
+            attempted: Attempted::default(),
             status: StatusCode::OK,
             bytes: 0,
         };
-        let Some(index) = runtime.router().route(&req).map(|m| *m.value) else {
+        let Some((index, captures)) = runtime.router().route(&req).map(|m| {
+            let captures = (!m.captures.is_empty()).then(|| {
+                RouteCaptures(
+                    m.captures
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                )
+            });
+            (*m.value, captures)
+        }) else {
             return log.finish(ProxyError::NoRoute.response());
         };
-        let frontend = runtime.frontend_at(index);
+        let routed = runtime.frontend_at(index);
+        let frontend = &routed.frontend;
         log.frontend = Some(Arc::clone(&frontend.id));
         log.backend = Some(Arc::clone(&frontend.backend.id));
-        let response = match forward(frontend, req, conn, &mut log).await {
-            Ok(response) => response,
-            Err(error) => error.response(),
+        let response = match &routed.service {
+            // The chain's innermost service is `forwarding_service`, which reports what it
+            // attempted in the response's extensions.
+            Some(service) => {
+                if let Some(captures) = captures {
+                    req.extensions_mut().insert(captures);
+                }
+                let mut response = service.oneshot(req).await;
+                if let Some(attempted) = response.extensions_mut().remove::<Attempted>() {
+                    log.attempted = attempted;
+                }
+                response
+            }
+            None => match forward(frontend, req, conn, &mut log.attempted).await {
+                Ok(response) => response,
+                Err(error) => error.response(),
+            },
         };
         log.finish(response)
     }
+}
+
+/// What [`forward`] tried: the last server picked and the number of attempts.
+#[derive(Clone, Debug, Default)]
+pub struct Attempted {
+    /// The last server picked.
+    pub server: Option<Arc<str>>,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
+/// The forwarding of `frontend` as the innermost service of its middleware chain: retries
+/// happen inside it, so one client request passes each middleware once however many
+/// attempts it takes. It reports what it attempted as an [`Attempted`] response extension.
+pub fn forwarding_service(frontend: Arc<FrontendRuntime>) -> HttpService {
+    HttpService::from_fn(move |req: Request<Body>| {
+        let frontend = Arc::clone(&frontend);
+        async move {
+            let Some(conn) = req.extensions().get::<ConnInfo>().copied() else {
+                return ProxyError::BadRequest.response();
+            };
+            let mut attempted = Attempted::default();
+            let mut response = match forward(&frontend, req, conn, &mut attempted).await {
+                Ok(response) => response,
+                Err(error) => error.response(),
+            };
+            response.extensions_mut().insert(attempted);
+            response
+        }
+    })
 }
 
 /// A request body as the attempts see it.
@@ -223,7 +270,7 @@ async fn forward(
     frontend: &FrontendRuntime,
     mut req: Request<Body>,
     conn: ConnInfo,
-    log: &mut AccessLog,
+    log: &mut Attempted,
 ) -> Result<Response<Body>, ProxyError> {
     let backend = &frontend.backend;
     let Some(balancer) = backend.balancer.as_ref() else {
@@ -475,8 +522,7 @@ struct AccessLog {
     started: Instant,
     frontend: Option<Arc<str>>,
     backend: Option<Arc<str>>,
-    server: Option<Arc<str>>,
-    attempts: u32,
+    attempted: Attempted,
     status: StatusCode,
     bytes: u64,
 }
@@ -490,8 +536,7 @@ impl AccessLog {
             started: self.started,
             frontend: self.frontend.take(),
             backend: self.backend.take(),
-            server: self.server.take(),
-            attempts: self.attempts,
+            attempted: std::mem::take(&mut self.attempted),
             status: response.status(),
             bytes: 0,
         };
@@ -513,8 +558,8 @@ impl AccessLog {
             duration_ms = duration.as_secs_f64() * 1000.0,
             frontend = self.frontend.as_deref().unwrap_or("-"),
             backend = self.backend.as_deref().unwrap_or("-"),
-            server = self.server.as_deref().unwrap_or("-"),
-            attempts = self.attempts,
+            server = self.attempted.server.as_deref().unwrap_or("-"),
+            attempts = self.attempted.attempts,
             bytes = self.bytes,
         );
     }

@@ -24,6 +24,7 @@
 //!     api: None,
 //!     api_token: None,
 //!     applier: Default::default(),
+//!     middleware_types: lb_middleware::Types::builtin(),
 //! })
 //! .await?;
 //! // A frontend whose backend has no servers yet: 503 until one is added.
@@ -45,6 +46,7 @@ pub mod admin;
 pub mod app;
 pub mod applier;
 pub mod body;
+pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod forward;

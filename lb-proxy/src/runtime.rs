@@ -14,6 +14,7 @@ use http::HeaderValue;
 use http::uri::Authority;
 use lb_core::balance::{Balancer, ServerSpec, StateStore};
 use lb_core::config::{BackendEntry, FrontendEntry, Scheme, ServerEntry, Snapshot};
+use lb_middleware::{Chain, HttpService, Types};
 use lb_route::Router;
 
 use crate::upstream::{PoolSettings, Upstream};
@@ -23,8 +24,20 @@ use crate::upstream::{PoolSettings, Upstream};
 pub struct Runtime {
     snapshot: Arc<Snapshot>,
     router: Router<usize>,
-    frontends: Vec<FrontendRuntime>,
+    frontends: Vec<RoutedFrontend>,
     backends: HashMap<Arc<str>, Arc<BackendRuntime>>,
+}
+
+/// A frontend with its middleware chain, as the router's values index them.
+#[derive(Debug)]
+pub struct RoutedFrontend {
+    /// The frontend.
+    pub frontend: Arc<FrontendRuntime>,
+    /// Its middlewares, built (reused from the previous runtime while unchanged).
+    pub chain: Chain,
+    /// The chain wrapped around the forwarding service; `None` without middlewares, when
+    /// requests go straight to forwarding.
+    pub service: Option<HttpService>,
 }
 
 /// A frontend ready to serve.
@@ -79,12 +92,14 @@ impl Runtime {
         }
     }
 
-    /// Compiles `snapshot`, reusing what `previous` built for unchanged backends.
-    /// `hostname` is the default `X-Forwarded-Server`.
+    /// Compiles `snapshot`, reusing what `previous` built for unchanged backends and
+    /// middlewares. `hostname` is the default `X-Forwarded-Server`; `types` builds the
+    /// middlewares.
     pub fn build(
         snapshot: Arc<Snapshot>,
         previous: Option<&Runtime>,
         store: &StateStore,
+        types: &Types,
         hostname: &HeaderValue,
         now: Instant,
     ) -> Runtime {
@@ -116,6 +131,14 @@ impl Runtime {
         }
         store.retain_backends(|id| backends.contains_key(id));
 
+        let previous_chains: HashMap<&str, &Chain> = previous
+            .map(|p| {
+                p.frontends
+                    .iter()
+                    .map(|f| (&*f.frontend.id, &f.chain))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut router = Router::new();
         let mut frontends = Vec::with_capacity(snapshot.frontends().len());
         for entry in snapshot.frontends() {
@@ -134,11 +157,24 @@ impl Runtime {
                 entry.route.clone(),
                 frontends.len(),
             );
-            frontends.push(FrontendRuntime {
+            let frontend = Arc::new(FrontendRuntime {
                 id,
                 entry: Arc::clone(entry),
                 backend: Arc::clone(backend),
                 server_header,
+            });
+            let chain = Chain::build(
+                types,
+                &frontend.id,
+                &snapshot.middlewares(&frontend.id),
+                previous_chains.get(&*frontend.id).copied(),
+            );
+            let service = (!chain.is_empty())
+                .then(|| chain.apply(crate::forward::forwarding_service(Arc::clone(&frontend))));
+            frontends.push(RoutedFrontend {
+                frontend,
+                chain,
+                service,
             });
         }
         Runtime {
@@ -160,8 +196,21 @@ impl Runtime {
     }
 
     /// The frontend at `index` (a router value).
-    pub fn frontend_at(&self, index: usize) -> &FrontendRuntime {
+    pub fn frontend_at(&self, index: usize) -> &RoutedFrontend {
         &self.frontends[index]
+    }
+
+    /// The middleware chain of frontend `id`.
+    pub fn chain(&self, id: &str) -> Option<&Chain> {
+        self.frontends
+            .iter()
+            .find(|f| &*f.frontend.id == id)
+            .map(|f| &f.chain)
+    }
+
+    /// The frontends with their chains, in snapshot order.
+    pub fn frontends(&self) -> &[RoutedFrontend] {
+        &self.frontends
     }
 
     /// The backends by id.

@@ -157,6 +157,7 @@ async fn api_token_is_required_when_set() {
         api: Some("127.0.0.1:0".parse().expect("address")),
         api_token: Some("s3cret".to_owned()),
         applier: ApplierConfig::default(),
+        middleware_types: lb_middleware::Types::builtin(),
     })
     .await
     .expect("the proxy starts");

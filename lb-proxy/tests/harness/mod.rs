@@ -301,6 +301,7 @@ pub async fn start_app(registry: RegistrySource) -> App {
         api: Some("127.0.0.1:0".parse().expect("address")),
         api_token: None,
         applier: ApplierConfig::default(),
+        middleware_types: lb_middleware::Types::builtin(),
     })
     .await
     .expect("the proxy starts")
