@@ -234,12 +234,23 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy with an empty registry.
     pub async fn start() -> Proxy {
+        Self::start_with_types(lb_middleware::Types::builtin()).await
+    }
+
+    /// Starts a proxy with an empty registry that builds middlewares with `types`.
+    pub async fn start_with_types(types: lb_middleware::Types) -> Proxy {
         let registry = Arc::new(MemoryRegistry::new());
-        let app = start_app(RegistrySource::Registry(
-            Arc::clone(&registry) as Arc<dyn Registry>
-        ))
+        let app = start_app_with_types(
+            RegistrySource::Registry(Arc::clone(&registry) as Arc<dyn Registry>),
+            types,
+        )
         .await;
         Proxy { app, registry }
+    }
+
+    /// The errors of the snapshot in force.
+    pub fn config_errors(&self) -> Vec<lb_core::config::ConfigError> {
+        self.app.status().borrow().snapshot.errors().to_vec()
     }
 
     /// The data-path address.
@@ -295,13 +306,18 @@ impl Proxy {
 
 /// Starts an [`App`] on 127.0.0.1 ephemeral ports with the admin API on.
 pub async fn start_app(registry: RegistrySource) -> App {
+    start_app_with_types(registry, lb_middleware::Types::builtin()).await
+}
+
+/// [`start_app`] with the middleware types `types`.
+pub async fn start_app_with_types(registry: RegistrySource, types: lb_middleware::Types) -> App {
     App::start(Options {
         registry,
         listen: vec!["127.0.0.1:0".parse().expect("address")],
         api: Some("127.0.0.1:0".parse().expect("address")),
         api_token: None,
         applier: ApplierConfig::default(),
-        middleware_types: lb_middleware::Types::builtin(),
+        middleware_types: types,
     })
     .await
     .expect("the proxy starts")

@@ -1,0 +1,281 @@
+//! Middlewares end to end: middleware JSON written to the registry changes the traffic
+//! through lbproxy; chains run in priority order around the retries; a middleware's state
+//! survives unrelated changes; bad middlewares are reported by key.
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderValue, StatusCode};
+use lb_middleware::{BuildContext, HttpLayer, HttpService, MiddlewareType, Types};
+use serde_json::json;
+
+use harness::{Backend, Proxy, Tree, unused_addr};
+
+fn middleware(id: &str, priority: i32, kind: &str, config: serde_json::Value) -> serde_json::Value {
+    json!({"Id": id, "Priority": priority, "Type": kind, "Middleware": config})
+}
+
+#[tokio::test]
+async fn stripprefix_and_headers_from_the_registry_change_the_traffic() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &backend.url())
+                .frontend("f1", "b1", "PathPrefix(`/api`)", json!({}))
+                .key(
+                    "frontends/f1/middlewares/strip",
+                    middleware("strip", 0, "stripprefix", json!({"Prefix": "/api"})),
+                )
+                .key(
+                    "frontends/f1/middlewares/hdr",
+                    middleware(
+                        "hdr",
+                        1,
+                        "headers",
+                        json!({"SetRequest": {"X-Env": "prod"}, "SetResponse": {"X-Frame-Options": "DENY"}}),
+                    ),
+                ),
+        )
+        .await;
+    let reply = proxy
+        .client()
+        .await
+        .get("example.com", "/api/users?x=1")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-frame-options"], "DENY");
+    let received = backend.received();
+    assert_eq!(received[0].uri, "/users?x=1");
+    assert_eq!(received[0].headers["x-forwarded-prefix"], "/api");
+    assert_eq!(received[0].headers["x-env"], "prod");
+}
+
+#[tokio::test]
+async fn lower_priority_runs_first_and_outermost() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    let add = |id: &str, priority: i32| {
+        middleware(
+            id,
+            priority,
+            "headers",
+            json!({"AddRequest": {"X-Order": id}}),
+        )
+    };
+    let tree = Tree::new()
+        .backend("b1", json!({}))
+        .server("b1", "s1", &backend.url())
+        .frontend("f1", "b1", "PathPrefix(`/`)", json!({}));
+    proxy
+        .apply(
+            tree.key("frontends/f1/middlewares/a", add("a", 1))
+                .key("frontends/f1/middlewares/b", add("b", 2)),
+        )
+        .await;
+    proxy.client().await.get("example.com", "/").await;
+    let revision = proxy.put("frontends/f1/middlewares/b", &add("b", 0)).await;
+    proxy.wait_applied(revision).await;
+    proxy.client().await.get("example.com", "/").await;
+
+    let orders: Vec<Vec<String>> = backend
+        .received()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get_all("x-order")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(orders, [vec!["a", "b"], vec!["b", "a"]]);
+}
+
+#[tokio::test]
+async fn a_bad_middleware_is_reported_by_key_and_its_last_good_version_stays() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    let key = "frontends/f1/middlewares/hdr";
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &backend.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(
+                    key,
+                    middleware(
+                        "hdr",
+                        0,
+                        "headers",
+                        json!({"SetRequest": {"X-Env": "good"}}),
+                    ),
+                ),
+        )
+        .await;
+    let bad = middleware(
+        "hdr",
+        0,
+        "headers",
+        json!({"SetRequest": {"bad name": "x"}}),
+    );
+    let revision = proxy.put(key, &bad).await;
+    // An unknown type on another frontend's middleware: reported by its own key.
+    let unknown = proxy
+        .put(
+            "frontends/f1/middlewares/other",
+            &middleware("other", 5, "nosuchtype", json!({})),
+        )
+        .await;
+    proxy.wait_applied(revision.max(unknown)).await;
+
+    let errors = proxy.config_errors();
+    let hdr = errors.iter().find(|e| e.key == key).expect("error for hdr");
+    assert!(hdr.message.contains("bad name"), "{hdr}");
+    assert!(hdr.kept_last_good, "{hdr}");
+    let other = errors
+        .iter()
+        .find(|e| e.key == "frontends/f1/middlewares/other")
+        .expect("error for the unknown type");
+    assert!(other.message.contains("nosuchtype"), "{other}");
+    assert!(
+        other.message.contains("ratelimit") || other.message.contains("headers"),
+        "{other}"
+    );
+
+    let reply = proxy.client().await.get("example.com", "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(backend.received()[0].headers["x-env"], "good");
+}
+
+/// A test middleware type whose layer counts the requests it saw and reports the count in
+/// `X-Count`: its state is observable.
+struct Counter {
+    builds: Arc<AtomicU64>,
+}
+
+#[derive(serde::Deserialize)]
+struct CounterConfig {
+    #[serde(rename = "Label")]
+    label: String,
+}
+
+impl MiddlewareType for Counter {
+    type Config = CounterConfig;
+
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn build(&self, config: CounterConfig, _ctx: &BuildContext<'_>) -> Result<HttpLayer, String> {
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        let seen = Arc::new(AtomicU64::new(0));
+        let label: Arc<str> = config.label.into();
+        Ok(HttpLayer::from_fn(move |next: HttpService| {
+            let seen = Arc::clone(&seen);
+            let label = Arc::clone(&label);
+            HttpService::from_fn(move |req| {
+                let count = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                let future = next.oneshot(req);
+                let label = Arc::clone(&label);
+                async move {
+                    let mut response = future.await;
+                    let value = format!("{label}:{count}");
+                    response
+                        .headers_mut()
+                        .insert("x-count", HeaderValue::from_str(&value).unwrap());
+                    response
+                }
+            })
+        }))
+    }
+}
+
+#[tokio::test]
+async fn state_survives_unrelated_changes_and_resets_when_the_config_changes() {
+    let one = Backend::named("one").await;
+    let two = Backend::named("two").await;
+    let builds = Arc::new(AtomicU64::new(0));
+    let types = Types::builtin().with(Counter {
+        builds: Arc::clone(&builds),
+    });
+    let proxy = Proxy::start_with_types(types).await;
+    let key = "frontends/f1/middlewares/count";
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &one.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(
+                    key,
+                    middleware("count", 0, "counter", json!({"Label": "x"})),
+                ),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    let count = |reply: &harness::Reply| reply.headers["x-count"].to_str().unwrap().to_owned();
+    assert_eq!(count(&client.get("example.com", "/").await), "x:1");
+    assert_eq!(count(&client.get("example.com", "/").await), "x:2");
+
+    // A server added to the backend, another frontend added, the middleware's priority
+    // changed: the count goes on.
+    proxy
+        .apply(
+            Tree::new()
+                .server("b1", "s2", &two.url())
+                .frontend("f2", "b1", "PathPrefix(`/other`)", json!({}))
+                .key(
+                    key,
+                    middleware("count", 7, "counter", json!({"Label": "x"})),
+                ),
+        )
+        .await;
+    assert_eq!(count(&client.get("example.com", "/").await), "x:3");
+    assert_eq!(builds.load(Ordering::SeqCst), 1, "built once");
+
+    // Its own config changed: a new layer, a new count.
+    proxy
+        .apply(Tree::new().key(
+            key,
+            middleware("count", 7, "counter", json!({"Label": "y"})),
+        ))
+        .await;
+    assert_eq!(count(&client.get("example.com", "/").await), "y:1");
+    assert_eq!(builds.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn retries_happen_inside_the_chain() {
+    let live = Backend::named("live").await;
+    let builds = Arc::new(AtomicU64::new(0));
+    let proxy = Proxy::start_with_types(Types::builtin().with(Counter { builds })).await;
+    // Round robin over a dead server and a live one: some GETs are retried on the live one
+    // after a connect failure.
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "dead", &format!("http://{}", unused_addr()))
+                .server("b1", "live", &live.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(
+                    "frontends/f1/middlewares/count",
+                    middleware("count", 0, "counter", json!({"Label": "n"})),
+                ),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    for i in 1..=4 {
+        let reply = client.get("example.com", "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}");
+        // One pass through the middleware per client request, however many attempts.
+        assert_eq!(reply.headers["x-count"], format!("n:{i}").as_str());
+    }
+    assert_eq!(live.hits(), 4);
+}
