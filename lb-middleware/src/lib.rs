@@ -45,7 +45,7 @@ pub mod service;
 pub mod types;
 
 pub use chain::{Chain, Link};
-pub use request::{ConnInfo, RouteCaptures, VarKey, VarValue, Variable};
+pub use request::{ConnInfo, RouteCaptures, UpstreamError, VarKey, VarValue, Variable};
 pub use response::json_error;
 pub use service::{HttpLayer, HttpService, Request, Response, ResponseFuture, StatusFn};
 pub use types::{BuildContext, MiddlewareType, OptionKind, OptionSpec, TypeError, Types};

@@ -44,6 +44,12 @@ impl RouteCaptures {
     }
 }
 
+/// Marks a response the proxy answered itself because the server could not be reached or
+/// broke off (502) or did not answer in time (504), as opposed to a server's own 502/504.
+/// It is a response extension; `cbreaker`'s `NetworkErrorRatio()` counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamError;
+
 /// A request variable, as vulcand's `Variable` field names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Variable {

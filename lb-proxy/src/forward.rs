@@ -37,7 +37,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
 use lb_core::config::failover::AttemptInfo;
-use lb_middleware::{HttpService, RouteCaptures};
+use lb_middleware::{HttpService, RouteCaptures, UpstreamError};
 use lb_route::ClientIp;
 
 use crate::body::{self, Body, BoxError};
@@ -146,7 +146,8 @@ pub struct Attempted {
 
 /// The forwarding of `frontend` as the innermost service of its middleware chain: retries
 /// happen inside it, so one client request passes each middleware once however many
-/// attempts it takes. It reports what it attempted as an [`Attempted`] response extension.
+/// attempts it takes. It reports what it attempted as an [`Attempted`] response extension,
+/// and marks the 502/504 it answers for transport failures with [`UpstreamError`].
 pub fn forwarding_service(frontend: Arc<FrontendRuntime>) -> HttpService {
     HttpService::from_fn(move |req: Request<Body>| {
         let frontend = Arc::clone(&frontend);
@@ -157,7 +158,13 @@ pub fn forwarding_service(frontend: Arc<FrontendRuntime>) -> HttpService {
             let mut attempted = Attempted::default();
             let mut response = match forward(&frontend, req, conn, &mut attempted).await {
                 Ok(response) => response,
-                Err(error) => error.response(),
+                Err(error) => {
+                    let mut response = error.response();
+                    if matches!(error, ProxyError::BadGateway | ProxyError::GatewayTimeout) {
+                        response.extensions_mut().insert(UpstreamError);
+                    }
+                    response
+                }
             };
             response.extensions_mut().insert(attempted);
             response
