@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderValue, StatusCode};
-use lb_middleware::{BuildContext, HttpLayer, HttpService, MiddlewareType, Types};
+use lb_middleware::{BuildContext, HttpLayer, HttpService, MiddlewareType, Types, UpstreamError};
 use serde_json::json;
 
 use harness::{Backend, Proxy, Tree, unused_addr};
@@ -278,4 +278,60 @@ async fn retries_happen_inside_the_chain() {
         assert_eq!(reply.headers["x-count"], format!("n:{i}").as_str());
     }
     assert_eq!(live.hits(), 4);
+}
+
+/// Reports in `X-Upstream-Error` whether the response carries the [`UpstreamError`] mark.
+struct Marker;
+
+impl MiddlewareType for Marker {
+    type Config = serde_json::Value;
+
+    fn name(&self) -> &'static str {
+        "marker"
+    }
+
+    fn build(&self, _: serde_json::Value, _ctx: &BuildContext<'_>) -> Result<HttpLayer, String> {
+        Ok(HttpLayer::from_fn(|next: HttpService| {
+            HttpService::from_fn(move |req| {
+                let future = next.oneshot(req);
+                async move {
+                    let mut response = future.await;
+                    let marked = response.extensions().get::<UpstreamError>().is_some();
+                    let value = HeaderValue::from_static(if marked { "yes" } else { "no" });
+                    response.headers_mut().insert("x-upstream-error", value);
+                    response
+                }
+            })
+        }))
+    }
+}
+
+#[tokio::test]
+async fn the_proxys_own_502_is_marked_and_a_servers_502_is_not() {
+    let failing = Backend::start(|_req| async {
+        harness::status_response(StatusCode::BAD_GATEWAY, "the app's own 502")
+    })
+    .await;
+    let proxy = Proxy::start_with_types(Types::builtin().with(Marker)).await;
+    let marker = middleware("mark", 0, "marker", json!({}));
+    proxy
+        .apply(
+            Tree::new()
+                .backend("dead", json!({}))
+                .server("dead", "s1", &format!("http://{}", unused_addr()))
+                .frontend("f1", "dead", "PathPrefix(`/dead`)", json!({}))
+                .key("frontends/f1/middlewares/mark", marker.clone())
+                .backend("app", json!({}))
+                .server("app", "s1", &failing.url())
+                .frontend("f2", "app", "PathPrefix(`/app`)", json!({}))
+                .key("frontends/f2/middlewares/mark", marker),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    let reply = client.get("example.com", "/dead").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.headers["x-upstream-error"], "yes");
+    let reply = client.get("example.com", "/app").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.headers["x-upstream-error"], "no");
 }
