@@ -120,6 +120,9 @@ impl Proxy {
                 if let Some(captures) = captures {
                     req.extensions_mut().insert(captures);
                 }
+                if let Some(host) = request_host(&req) {
+                    req.extensions_mut().insert(OriginalHost(host));
+                }
                 let mut response = service.oneshot(req).await;
                 if let Some(attempted) = response.extensions_mut().remove::<Attempted>() {
                     log.attempted = attempted;
@@ -133,6 +136,18 @@ impl Proxy {
         };
         log.finish(response)
     }
+}
+
+/// The host the client asked for, recorded before the middleware chain runs.
+#[derive(Clone, Debug)]
+struct OriginalHost(HeaderValue);
+
+/// The request's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| req.headers().get(header::HOST).cloned())
 }
 
 /// What [`forward`] tried: the last server picked and the number of attempts.
@@ -288,12 +303,8 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     // The request as every attempt sends it, minus the Host header and URI.
+    let original_host = request_host(&req);
     let (mut parts, incoming) = req.into_parts();
-    let original_host = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| parts.headers.get(header::HOST).cloned());
     let size = incoming.size_hint();
     let mut body = prepare_body(incoming, size, frontend).await?;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
@@ -304,7 +315,14 @@ async fn forward(
         server: &frontend.server_header,
         trust: settings.trust_forward_header,
     };
-    headers::set_forwarded(&mut parts.headers, original_host.as_ref(), &forwarded);
+    // X-Forwarded-Host names the host the client asked for, even if a middleware (rewrite)
+    // changed it since.
+    let client_host = parts
+        .extensions
+        .get::<OriginalHost>()
+        .map(|h| h.0.clone())
+        .or_else(|| original_host.clone());
+    headers::set_forwarded(&mut parts.headers, client_host.as_ref(), &forwarded);
     if settings.pass_host_header
         && let Some(host) = &original_host
     {

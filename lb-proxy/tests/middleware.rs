@@ -335,3 +335,36 @@ async fn the_proxys_own_502_is_marked_and_a_servers_502_is_not() {
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.headers["x-upstream-error"], "no");
 }
+
+#[tokio::test]
+async fn rewrite_changes_the_request_but_x_forwarded_host_keeps_the_clients_host() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &backend.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({"PassHostHeader": true}))
+                .key(
+                    "frontends/f1/middlewares/rw",
+                    middleware(
+                        "rw",
+                        0,
+                        "rewrite",
+                        json!({"Regexp": "^http://old.example.com/v1/(.*)", "Replacement": "http://new.example.com/v2/$1"}),
+                    ),
+                ),
+        )
+        .await;
+    let reply = proxy
+        .client()
+        .await
+        .get("old.example.com", "/v1/users")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let received = &backend.received()[0];
+    assert_eq!(received.uri, "/v2/users");
+    assert_eq!(received.headers["host"], "new.example.com");
+    assert_eq!(received.headers["x-forwarded-host"], "old.example.com");
+}
