@@ -165,10 +165,14 @@ fn decode<T: MiddlewareType>(name: &str, config: &serde_json::Value) -> Result<T
     // vulcand writes `"Middleware": null` for types without settings.
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let config = if config.is_null() { &empty } else { config };
-    T::Config::deserialize(config).map_err(|e| format!("invalid {name} config: {e}"))
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        // Name the field at fault (`Users[1].PasswordHash: ...`) when it is not the root.
+        match e.path().to_string().as_str() {
+            "." => format!("invalid {name} config: {}", e.inner()),
+            path => format!("invalid {name} config: {path}: {}", e.inner()),
+        }
+    })
 }
-
-use serde::Deserialize as _;
 
 /// The middleware types a proxy knows, by name.
 ///

@@ -208,5 +208,14 @@ mod tests {
             .validate_config("headers", &json!({"Set": {}}))
             .unwrap_err();
         assert!(err.to_string().contains("unknown field `Set`"), "{err}");
+        // Decoding errors name the field's path.
+        let err = types
+            .validate_config("headers", &json!({"RemoveRequest": ["a", 3]}))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid headers config: RemoveRequest[1]: "),
+            "{err}"
+        );
     }
 }
