@@ -368,3 +368,64 @@ async fn rewrite_changes_the_request_but_x_forwarded_host_keeps_the_clients_host
     assert_eq!(received.headers["host"], "new.example.com");
     assert_eq!(received.headers["x-forwarded-host"], "old.example.com");
 }
+
+#[tokio::test]
+async fn ipallow_and_redirect_answer_for_the_app() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &backend.url())
+                .frontend("local", "b1", "PathPrefix(`/local`)", json!({}))
+                .key(
+                    "frontends/local/middlewares/allow",
+                    middleware(
+                        "allow",
+                        0,
+                        "ipallow",
+                        json!({"SourceRange": ["127.0.0.0/8", "::1/128"]}),
+                    ),
+                )
+                .frontend("office", "b1", "PathPrefix(`/office`)", json!({}))
+                .key(
+                    "frontends/office/middlewares/allow",
+                    middleware(
+                        "allow",
+                        0,
+                        "ipallow",
+                        json!({"SourceRange": ["10.0.0.0/8"]}),
+                    ),
+                )
+                .frontend("secure", "b1", "PathPrefix(`/secure`)", json!({}))
+                .key(
+                    "frontends/secure/middlewares/https",
+                    middleware(
+                        "https",
+                        0,
+                        "redirect",
+                        json!({"Scheme": "https", "Permanent": true}),
+                    ),
+                ),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    assert_eq!(
+        client.get("example.com", "/local").await.status,
+        StatusCode::OK
+    );
+    let denied = client.get("example.com", "/office").await;
+    denied.assert_json_error(StatusCode::FORBIDDEN);
+    let moved = client.get("example.com", "/secure/x?y=1").await;
+    assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        moved.headers["location"],
+        "https://example.com/secure/x?y=1"
+    );
+    assert_eq!(
+        backend.hits(),
+        1,
+        "only the allowed request reached the app"
+    );
+}
