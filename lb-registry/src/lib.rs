@@ -42,15 +42,24 @@
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryRegistry`] | yes, with TTLs | changes per revision; bounded history, then Reset |
 //! | `file://PATH` | [`FileRegistry`] | read-only | Reset after each good edit, Error after a bad one |
+//! | `etcd://H:P[,H:P]/PREFIX[?flat=SPEC...]` | `EtcdRegistry` (feature `etcd`) | yes, TTLs as leases | changes per etcd revision; Reset after compaction or a reconnect |
 //!
-//! Status: the trait, [`open`], the memory and file backends are implemented. `etcd://`,
-//! `consul://` and `consul-catalog://` are recognised by [`open`] but answer
-//! [`RegistryError::Unsupported`] until their backends land (issue 5), as do flat
-//! `host:port` prefixes and self-registration.
+//! etcd prefixes: the URL's path is the key prefix with its leading slash, as vulcand's docs
+//! write keys: `etcd://10.0.0.1:2379/vulcand` is the keys under `/vulcand/` (never
+//! `/vulcand2/...`). For keys without a leading slash, give the prefix as a parameter:
+//! `etcd://10.0.0.1:2379/?prefix=vulcand` is the keys under `vulcand/`. Each `flat=` adds a
+//! [flat prefix](flat) of `host:port` servers (`flat=/test=apache`,
+//! `flat=/varnish/backends/*`). Details in the `etcd` module (`EtcdRegistry`).
+//!
+//! Status: `consul://` and `consul-catalog://` are recognised by [`open`] but answer
+//! [`RegistryError::Unsupported`] until their backends land (issue 5); so does `etcd://` in a
+//! build without the `etcd` feature.
 
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod file;
 pub mod flat;
 mod memory;
@@ -60,6 +69,8 @@ mod url;
 mod watch;
 
 pub use error::RegistryError;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdRegistry;
 pub use file::{FileRegistry, Quiescence};
 pub use lb_core::kv::KeyValue;
 pub use memory::{DEFAULT_HISTORY, MemoryRegistry};

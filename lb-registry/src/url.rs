@@ -13,7 +13,10 @@ use crate::registry::Registry;
 /// - `file://PATH`: a [`FileRegistry`] on PATH, which is everything after `file://`, taken
 ///   verbatim (no percent-decoding, no `~`): `file:///etc/lb.toml` is absolute,
 ///   `file://lb.toml` and `file://./conf/lb.json` are relative to the current directory;
-/// - `etcd://`, `consul://`, `consul-catalog://`: [`RegistryError::Unsupported`] for now.
+/// - `etcd://H:P[,H:P]/PREFIX[?flat=SPEC...]` (feature `etcd`): an `EtcdRegistry` (see the
+///   `etcd` module for the prefix rule and the parameters); it connects on first use;
+/// - `consul://`, `consul-catalog://`, and `etcd://` without the `etcd` feature:
+///   [`RegistryError::Unsupported`] for now.
 ///
 /// The scheme is case-insensitive. Anything else is [`RegistryError::UnknownScheme`], and a
 /// string without `://` is [`RegistryError::InvalidUrl`]. Opening a file registry reads the
@@ -31,7 +34,13 @@ pub fn open(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
         "memory" => Err(invalid("memory:// takes nothing after the scheme")),
         "file" if rest.is_empty() => Err(invalid("file:// needs a path, e.g. file:///etc/lb.toml")),
         "file" => Ok(Arc::new(FileRegistry::open(rest)?)),
-        scheme @ ("etcd" | "consul" | "consul-catalog") => Err(RegistryError::Unsupported {
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(crate::etcd::EtcdRegistry::open(url)?)),
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => Err(RegistryError::Unsupported {
+            scheme: "etcd".to_owned(),
+        }),
+        scheme @ ("consul" | "consul-catalog") => Err(RegistryError::Unsupported {
             scheme: scheme.to_owned(),
         }),
         _ => Err(RegistryError::UnknownScheme {
