@@ -4,6 +4,8 @@
 # 1. Installs what the tests need when it is missing (Debian packages, via apt-get):
 #      etcd-server        a real etcd for the registry tests
 #      protobuf-compiler  protoc, which etcd-client's build script needs
+#      libprotobuf-dev    protobuf's well-known .proto files, which etcd-client's build also
+#                         needs (only a Recommends of protobuf-compiler)
 #    Outside CI a tool that cannot be installed is reported and the run goes on; with
 #    CI=true it is an error, never a skip.
 # 2. Runs every test of every crate (unit, integration, examples, benches in test mode,
@@ -19,9 +21,17 @@ declare -A tools=(
   [protoc]=protobuf-compiler
 )
 
+# file -> Debian package that provides it
+declare -A files=(
+  [/usr/include/google/protobuf/descriptor.proto]=libprotobuf-dev
+)
+
 missing_pkgs=()
 for cmd in "${!tools[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing_pkgs+=("${tools[$cmd]}")
+done
+for file in "${!files[@]}"; do
+  [ -e "$file" ] || missing_pkgs+=("${files[$file]}")
 done
 
 if ((${#missing_pkgs[@]})); then
@@ -38,6 +48,9 @@ fi
 still_missing=()
 for cmd in "${!tools[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || still_missing+=("$cmd (package ${tools[$cmd]})")
+done
+for file in "${!files[@]}"; do
+  [ -e "$file" ] || still_missing+=("$file (package ${files[$file]})")
 done
 if ((${#still_missing[@]})); then
   if [ "${CI:-}" = "true" ]; then
