@@ -42,14 +42,17 @@
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryRegistry`] | yes, with TTLs | changes per revision; bounded history, then Reset |
 //! | `file://PATH` | [`FileRegistry`] | read-only | Reset after each good edit, Error after a bad one |
+//! | `consul://H:P/PREFIX[?flat=SPEC]` | `ConsulKvRegistry` (feature `consul`) | yes, TTLs as sessions | blocking queries, diffed; Reset after errors and index resets |
+//! | `consul-catalog://H:P[?tag=rest]` | `ConsulCatalogRegistry` (feature `consul`) | self-registration only | blocking queries on services and health, diffed |
 //!
-//! Status: the trait, [`open`], the memory and file backends are implemented. `etcd://`,
-//! `consul://` and `consul-catalog://` are recognised by [`open`] but answer
-//! [`RegistryError::Unsupported`] until their backends land (issue 5), as do flat
-//! `host:port` prefixes and self-registration.
+//! Status: the trait, [`open`], the memory, file and Consul backends are implemented.
+//! `etcd://` is recognised by [`open`] but answers [`RegistryError::Unsupported`] until its
+//! backend lands (issue 5); so do the Consul URLs in a build without the `consul` feature.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "consul")]
+pub mod consul;
 mod error;
 mod file;
 pub mod flat;
@@ -59,6 +62,8 @@ mod registry;
 mod url;
 mod watch;
 
+#[cfg(feature = "consul")]
+pub use consul::{ConsulCatalogRegistry, ConsulKvRegistry, ConsulOptions};
 pub use error::RegistryError;
 pub use file::{FileRegistry, Quiescence};
 pub use lb_core::kv::KeyValue;

@@ -13,7 +13,11 @@ use crate::registry::Registry;
 /// - `file://PATH`: a [`FileRegistry`] on PATH, which is everything after `file://`, taken
 ///   verbatim (no percent-decoding, no `~`): `file:///etc/lb.toml` is absolute,
 ///   `file://lb.toml` and `file://./conf/lb.json` are relative to the current directory;
-/// - `etcd://`, `consul://`, `consul-catalog://`: [`RegistryError::Unsupported`] for now.
+/// - `consul://HOST[:PORT]/PREFIX[?flat=SPEC...]`: a `ConsulKvRegistry`, and
+///   `consul-catalog://HOST[:PORT][?tag=T&overrides=PREFIX]`: a `ConsulCatalogRegistry`
+///   (see the `consul` module for every parameter); [`RegistryError::Unsupported`] in a
+///   build without the `consul` feature;
+/// - `etcd://`: [`RegistryError::Unsupported`] for now.
 ///
 /// The scheme is case-insensitive. Anything else is [`RegistryError::UnknownScheme`], and a
 /// string without `://` is [`RegistryError::InvalidUrl`]. Opening a file registry reads the
@@ -31,7 +35,17 @@ pub fn open(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
         "memory" => Err(invalid("memory:// takes nothing after the scheme")),
         "file" if rest.is_empty() => Err(invalid("file:// needs a path, e.g. file:///etc/lb.toml")),
         "file" => Ok(Arc::new(FileRegistry::open(rest)?)),
-        scheme @ ("etcd" | "consul" | "consul-catalog") => Err(RegistryError::Unsupported {
+        #[cfg(feature = "consul")]
+        "consul" => Ok(Arc::new(crate::consul::ConsulKvRegistry::from_url(url)?)),
+        #[cfg(feature = "consul")]
+        "consul-catalog" => Ok(Arc::new(crate::consul::ConsulCatalogRegistry::from_url(
+            url,
+        )?)),
+        #[cfg(not(feature = "consul"))]
+        scheme @ ("consul" | "consul-catalog") => Err(RegistryError::Unsupported {
+            scheme: scheme.to_owned(),
+        }),
+        scheme @ "etcd" => Err(RegistryError::Unsupported {
             scheme: scheme.to_owned(),
         }),
         _ => Err(RegistryError::UnknownScheme {
