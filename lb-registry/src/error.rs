@@ -33,9 +33,9 @@ pub enum RegistryError {
         /// Its scheme, e.g. `redis`.
         scheme: String,
     },
-    /// The scheme is known but its backend is not available (not built yet, or not enabled
-    /// in this build).
-    #[error("the {scheme}:// registry is not supported yet")]
+    /// The scheme is known but its backend is not enabled in this build (the crate's `etcd`
+    /// or `consul` feature is off).
+    #[error("the {scheme}:// registry is not in this build: enable lb-registry's feature for it")]
     Unsupported {
         /// The scheme, e.g. `etcd`.
         scheme: String,

@@ -43,20 +43,24 @@
 //! | `memory://` | [`MemoryRegistry`] | yes, with TTLs | changes per revision; bounded history, then Reset |
 //! | `file://PATH` | [`FileRegistry`] | read-only | Reset after each good edit, Error after a bad one |
 //! | `etcd://H:P[,H:P]/PREFIX[?flat=SPEC...]` | `EtcdRegistry` (feature `etcd`) | yes, TTLs as leases | changes per etcd revision; Reset after compaction or a reconnect |
+//! | `consul://H:P/PREFIX[?flat=SPEC]` | `ConsulKvRegistry` (feature `consul`) | yes, TTLs as sessions | blocking queries, diffed; Reset after errors and index resets |
+//! | `consul-catalog://H:P[?tag=rest]` | `ConsulCatalogRegistry` (feature `consul`) | self-registration only | blocking queries on services and health, diffed |
 //!
 //! etcd prefixes: the URL's path is the key prefix with its leading slash, as vulcand's docs
 //! write keys: `etcd://10.0.0.1:2379/vulcand` is the keys under `/vulcand/` (never
 //! `/vulcand2/...`). For keys without a leading slash, give the prefix as a parameter:
-//! `etcd://10.0.0.1:2379/?prefix=vulcand` is the keys under `vulcand/`. Each `flat=` adds a
-//! [flat prefix](flat) of `host:port` servers (`flat=/test=apache`,
-//! `flat=/varnish/backends/*`). Details in the `etcd` module (`EtcdRegistry`).
+//! `etcd://10.0.0.1:2379/?prefix=vulcand` is the keys under `vulcand/`. Consul KV keys never
+//! start with a slash, so `consul://10.0.0.1:8500/vulcand` is the keys under `vulcand/`. Each
+//! `flat=` adds a [flat prefix](flat) of `host:port` servers (`flat=/test=apache`,
+//! `flat=/varnish/backends/*`). Details in the `etcd` and `consul` modules.
 //!
-//! Status: `consul://` and `consul-catalog://` are recognised by [`open`] but answer
-//! [`RegistryError::Unsupported`] until their backends land (issue 5); so does `etcd://` in a
-//! build without the `etcd` feature.
+//! A URL whose backend's feature is off in this build answers
+//! [`RegistryError::Unsupported`]; lb-proxy enables both `etcd` and `consul`.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "consul")]
+pub mod consul;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -68,6 +72,8 @@ mod registry;
 mod url;
 mod watch;
 
+#[cfg(feature = "consul")]
+pub use consul::{ConsulCatalogRegistry, ConsulKvRegistry, ConsulOptions};
 pub use error::RegistryError;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;

@@ -15,8 +15,10 @@ use crate::registry::Registry;
 ///   `file://lb.toml` and `file://./conf/lb.json` are relative to the current directory;
 /// - `etcd://H:P[,H:P]/PREFIX[?flat=SPEC...]` (feature `etcd`): an `EtcdRegistry` (see the
 ///   `etcd` module for the prefix rule and the parameters); it connects on first use;
-/// - `consul://`, `consul-catalog://`, and `etcd://` without the `etcd` feature:
-///   [`RegistryError::Unsupported`] for now.
+/// - `consul://HOST[:PORT]/PREFIX[?flat=SPEC...]`: a `ConsulKvRegistry`, and
+///   `consul-catalog://HOST[:PORT][?tag=T&overrides=PREFIX]`: a `ConsulCatalogRegistry`
+///   (feature `consul`; see the `consul` module for every parameter);
+/// - a scheme whose feature is off: [`RegistryError::Unsupported`].
 ///
 /// The scheme is case-insensitive. Anything else is [`RegistryError::UnknownScheme`], and a
 /// string without `://` is [`RegistryError::InvalidUrl`]. Opening a file registry reads the
@@ -40,6 +42,13 @@ pub fn open(url: &str) -> Result<Arc<dyn Registry>, RegistryError> {
         "etcd" => Err(RegistryError::Unsupported {
             scheme: "etcd".to_owned(),
         }),
+        #[cfg(feature = "consul")]
+        "consul" => Ok(Arc::new(crate::consul::ConsulKvRegistry::from_url(url)?)),
+        #[cfg(feature = "consul")]
+        "consul-catalog" => Ok(Arc::new(crate::consul::ConsulCatalogRegistry::from_url(
+            url,
+        )?)),
+        #[cfg(not(feature = "consul"))]
         scheme @ ("consul" | "consul-catalog") => Err(RegistryError::Unsupported {
             scheme: scheme.to_owned(),
         }),

@@ -86,23 +86,66 @@ fn file_url_errors_name_the_problem() {
     );
 }
 
+#[cfg(not(feature = "etcd"))]
 #[test]
-fn etcd_and_consul_are_not_supported_yet() {
+fn etcd_urls_need_the_etcd_feature() {
+    let error = open("etcd://127.0.0.1:2379/vulcand").unwrap_err();
+    assert!(
+        matches!(&error, RegistryError::Unsupported { scheme: s } if s == "etcd"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("feature"), "{error}");
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_urls_open_without_connecting() {
+    // The client connects on first use, so opening works while etcd is down.
+    let registry = open("etcd://127.0.0.1:1/vulcand").unwrap();
+    assert_eq!(registry.describe(), "etcd://127.0.0.1:1/vulcand");
+}
+
+#[cfg(not(feature = "consul"))]
+#[test]
+fn consul_urls_need_the_consul_feature() {
     for (url, scheme) in [
-        ("etcd://127.0.0.1:2379/vulcand", "etcd"),
         ("consul://127.0.0.1:8500/lb", "consul"),
         ("consul-catalog://127.0.0.1:8500?tag=rest", "consul-catalog"),
     ] {
-        // With the `etcd` feature (tests/etcd.rs covers it), etcd:// opens.
-        if cfg!(feature = "etcd") && scheme == "etcd" {
-            continue;
-        }
         let error = open(url).unwrap_err();
         assert!(
             matches!(&error, RegistryError::Unsupported { scheme: s } if s == scheme),
             "{error:?}"
         );
-        assert!(error.to_string().contains("not supported yet"), "{error}");
+    }
+}
+
+#[cfg(feature = "consul")]
+#[test]
+fn consul_urls_open_the_consul_registries_without_connecting() {
+    let registry = open("consul://127.0.0.1:8500//vulcand/?flat=/test=apache").unwrap();
+    assert_eq!(
+        registry.describe(),
+        "consul://127.0.0.1:8500/vulcand?flat=/test=apache"
+    );
+    let registry = open("consul-catalog://127.0.0.1?tag=web").unwrap();
+    assert_eq!(
+        registry.describe(),
+        "consul-catalog://127.0.0.1:8500?tag=web&overrides=lb/services"
+    );
+    for url in [
+        "consul://127.0.0.1:8500",
+        "consul://127.0.0.1:8500/lb?flat=/test",
+        "consul://127.0.0.1:8500/lb?bogus=1",
+        "consul-catalog://127.0.0.1:8500/path",
+        "consul-catalog://127.0.0.1:8500?tag=",
+    ] {
+        let error = open(url).unwrap_err();
+        assert!(
+            matches!(error, RegistryError::InvalidUrl { .. }),
+            "{url}: {error:?}"
+        );
+        assert!(error.to_string().contains(url), "{error}");
     }
 }
 

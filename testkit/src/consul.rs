@@ -1,1 +1,0 @@
-//! An in-process Consul test server (lands with the Consul registries).
