@@ -1,7 +1,8 @@
-//! `lbctl register` as an operator runs it, against a real etcd (lb-testkit starts one):
-//! the server is registered while its health URL answers 2xx, removed while it fails,
-//! restored when it passes again, and removed when lbctl gets SIGTERM. Skipped (with a
-//! message) when etcd is not installed, unless `LB_REQUIRE_SERVICES` is set.
+//! `lbctl register` as an operator runs it, against a real etcd (lb-testkit starts one) and
+//! the Consul test server's catalog: the server is registered while its health URL answers
+//! 2xx, removed while it fails, restored when it passes again, and removed when lbctl gets
+//! SIGTERM. The etcd test is skipped (with a message) when etcd is not installed, unless
+//! `LB_REQUIRE_SERVICES` is set.
 
 mod harness;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lb_registry::Registry;
+use lb_testkit::consul::ConsulServer;
 use lb_testkit::etcd::EtcdServer;
 
 use harness::{Backend, status_response, within};
@@ -46,10 +48,23 @@ async fn wait_for_key(registry: &dyn Registry, key: &str, present: bool) {
 }
 
 #[tokio::test]
-async fn register_follows_the_health_url_and_deregisters_on_sigterm() {
+async fn register_in_etcd_follows_the_health_url_and_deregisters_on_sigterm() {
     let Some(etcd) = EtcdServer::start().await else {
         return;
     };
+    let url = format!("etcd://{}/vulcand", etcd.address());
+    register_follows_the_health_url(&url, "b1").await;
+}
+
+#[tokio::test]
+async fn register_in_the_consul_catalog_follows_the_health_url_and_deregisters_on_sigterm() {
+    let consul = ConsulServer::start().await;
+    let url = format!("consul-catalog://{}?tag=rest", consul.addr());
+    // Backend `hello.v1` is service `hello/v1`.
+    register_follows_the_health_url(&url, "hello.v1").await;
+}
+
+async fn register_follows_the_health_url(url: &str, backend: &str) {
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = Arc::clone(&healthy);
     let app = Backend::start(move |_req| {
@@ -63,21 +78,13 @@ async fn register_follows_the_health_url_and_deregisters_on_sigterm() {
         }
     })
     .await;
-    let url = format!("etcd://{}/vulcand", etcd.address());
-    let registry = lb_registry::open(&url).expect("open etcd");
-    let key = "backends/b1/servers/web-1";
+    let registry = lb_registry::open(url).expect("open the registry");
+    let key = &format!("backends/{backend}/servers/web-1");
 
     let mut child = Lbctl(Some(
         Command::new(env!("CARGO_BIN_EXE_lbctl"))
-            .args([
-                "register",
-                "--registry",
-                &url,
-                "--backend",
-                "b1",
-                "--id",
-                "web-1",
-            ])
+            .args(["register", "--registry", url, "--backend", backend])
+            .args(["--id", "web-1"])
             .args(["--url", &app.url(), "--ttl", "2s"])
             .args(["--health", &format!("{}/health", app.url())])
             .stdin(Stdio::null())

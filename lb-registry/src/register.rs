@@ -191,6 +191,16 @@ impl Drop for Registration {
     }
 }
 
+/// Publishes `next` only if it differs, so watchers wake on transitions, not on every
+/// refresh.
+fn set(state: &watch::Sender<RegistrationState>, next: RegistrationState) {
+    state.send_if_modified(|current| {
+        let changed = *current != next;
+        *current = next;
+        changed
+    });
+}
+
 async fn run(
     registry: Arc<dyn Registry>,
     server: ServerRegistration,
@@ -234,11 +244,11 @@ async fn run(
         match next {
             Ok(next) => {
                 registered = next == RegistrationState::Registered;
-                state.send_replace(next);
+                set(&state, next);
             }
             Err(error) => {
                 tracing::warn!(%key, registry = registry.describe(), %error, "registration failed; retrying");
-                state.send_replace(RegistrationState::Failed(error.to_string()));
+                set(&state, RegistrationState::Failed(error.to_string()));
             }
         }
     }
