@@ -83,6 +83,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::predicate_lexer::{
+    CmpOp, LexError, LexErrorKind, Lexer, Token, TokenKind, is_space, shorten,
+};
+
 /// Hard cap on the attempts at one request, whatever the predicate says: once this many
 /// attempts have been made, [`FailoverPredicate::matches`] is false.
 ///
@@ -447,218 +451,21 @@ impl IntFunction {
     }
 }
 
-/// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+// === Tokens ===
 
-impl CmpOp {
-    fn symbol(self) -> &'static str {
-        match self {
-            Self::Eq => "==",
-            Self::Ne => "!=",
-            Self::Lt => "<",
-            Self::Le => "<=",
-            Self::Gt => ">",
-            Self::Ge => ">=",
-        }
-    }
-
-    /// The operator with its operands swapped: `3 > x` is `x < 3`.
-    fn flip(self) -> Self {
-        match self {
-            Self::Lt => Self::Gt,
-            Self::Le => Self::Ge,
-            Self::Gt => Self::Lt,
-            Self::Ge => Self::Le,
-            same => same,
-        }
-    }
-
-    fn apply(self, a: u64, b: u64) -> bool {
-        match self {
-            Self::Eq => a == b,
-            Self::Ne => a != b,
-            Self::Lt => a < b,
-            Self::Le => a <= b,
-            Self::Gt => a > b,
-            Self::Ge => a >= b,
-        }
-    }
-}
-
-// === Lexer ===
-
-/// One token and the byte offset where it starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Token<'a> {
-    kind: Tok<'a>,
-    pos: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok<'a> {
-    Ident(&'a str),
-    LParen,
-    RParen,
-    AndAnd,
-    OrOr,
-    Bang,
-    Cmp(CmpOp),
-    Int(u64),
-    /// A string literal, already unquoted.
-    Str(String),
-    Eof,
-}
-
-impl Token<'_> {
-    /// A short description for error messages, e.g. "`&&`" or "number `3`".
-    fn describe(&self) -> String {
-        match &self.kind {
-            Tok::Ident(name) => format!("identifier `{}`", shorten(name)),
-            Tok::LParen => "`(`".into(),
-            Tok::RParen => "`)`".into(),
-            Tok::AndAnd => "`&&`".into(),
-            Tok::OrOr => "`||`".into(),
-            Tok::Bang => "`!`".into(),
-            Tok::Cmp(op) => format!("`{}`", op.symbol()),
-            Tok::Int(value) => format!("number `{value}`"),
-            Tok::Str(text) => format!("string {}", shorten(&lb_route::quote(text))),
-            Tok::Eof => "end of input".into(),
-        }
-    }
-}
-
-/// Keeps messages readable when someone pastes something very long.
-fn shorten(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-/// A character as it should appear in a message: escaped when invisible (`\0`, `\u{85}`).
-fn show_char(c: char) -> String {
-    match c {
-        '\'' | '"' | '\\' => c.to_string(),
-        c => c.escape_debug().to_string(),
-    }
-}
-
-/// Go's whitespace: space, tab, carriage return and newline.
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
-}
-
-/// Reads tokens on demand, so the first error in reading order is the one reported.
-struct Lexer<'a> {
-    src: &'a str,
-    pos: usize,
-}
-
-impl<'a> Lexer<'a> {
-    fn new(src: &'a str) -> Self {
-        Self { src, pos: 0 }
-    }
-
-    /// The next token. `expected` says what the parser accepts here; it is used only when
-    /// the next character starts no token.
-    fn next_token(&mut self, expected: &str) -> Result<Token<'a>, PredicateError> {
-        let bytes = self.src.as_bytes();
-        while bytes
-            .get(self.pos)
-            .is_some_and(|&b| is_space(char::from(b)))
-        {
-            self.pos += 1;
-        }
-        let start = self.pos;
-        let Some(&b) = bytes.get(start) else {
-            return Ok(Token {
-                kind: Tok::Eof,
-                pos: start,
-            });
-        };
-        let next = bytes.get(start + 1).copied();
-        let (kind, len) = match (b, next) {
-            (b'(', _) => (Tok::LParen, 1),
-            (b')', _) => (Tok::RParen, 1),
-            (b'&', Some(b'&')) => (Tok::AndAnd, 2),
-            (b'|', Some(b'|')) => (Tok::OrOr, 2),
-            (b'&', _) => return Err(unexpected_at(start, "`&&`", "`&`")),
-            (b'|', _) => return Err(unexpected_at(start, "`||`", "`|`")),
-            (b'=', Some(b'=')) => (Tok::Cmp(CmpOp::Eq), 2),
-            (b'=', _) => return Err(unexpected_at(start, "`==`", "`=`")),
-            (b'!', Some(b'=')) => (Tok::Cmp(CmpOp::Ne), 2),
-            (b'!', _) => (Tok::Bang, 1),
-            (b'<', Some(b'=')) => (Tok::Cmp(CmpOp::Le), 2),
-            (b'<', _) => (Tok::Cmp(CmpOp::Lt), 1),
-            (b'>', Some(b'=')) => (Tok::Cmp(CmpOp::Ge), 2),
-            (b'>', _) => (Tok::Cmp(CmpOp::Gt), 1),
-            (b'"' | b'`', _) => {
-                let (text, end) = lb_route::go_string::unquote(self.src, start)
-                    .map_err(|e| invalid_string(e.position, &e.message))?;
-                self.pos = end;
-                return Ok(Token {
-                    kind: Tok::Str(text),
-                    pos: start,
-                });
-            }
-            (b'\'', _) => {
-                return Err(PredicateError::new(
-                    start,
-                    PredicateErrorKind::InvalidString(
-                        "strings are written in double quotes or backticks, not `'`".into(),
-                    ),
-                ));
-            }
-            (b'-', Some(b'0'..=b'9')) => {
-                return Err(PredicateError::new(
-                    start,
-                    PredicateErrorKind::InvalidNumber(
-                        "negative numbers are not allowed (attempts and status codes are never \
-                         negative)"
-                            .into(),
-                    ),
-                ));
-            }
-            (b'0'..=b'9', _) => {
-                let len = word_len(&bytes[start..], |c| {
-                    c.is_ascii_alphanumeric() || c == b'_' || c == b'.'
-                });
-                (Tok::Int(number(start, &self.src[start..start + len])?), len)
-            }
-            (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
-                let len = word_len(&bytes[start..], |c| c.is_ascii_alphanumeric() || c == b'_');
-                (Tok::Ident(&self.src[start..start + len]), len)
-            }
-            _ => {
-                let found = match self.src[start..].chars().next() {
-                    Some(c) => format!("`{}`", show_char(c)),
-                    None => "end of input".into(),
-                };
-                return Err(unexpected_at(start, expected, &found));
-            }
-        };
-        self.pos = start + len;
-        Ok(Token { kind, pos: start })
-    }
-}
-
-/// The length of the longest prefix of `bytes` whose bytes satisfy `keep`.
-fn word_len(bytes: &[u8], keep: impl Fn(u8) -> bool) -> usize {
-    bytes.iter().position(|&c| !keep(c)).unwrap_or(bytes.len())
-}
+/// The failover predicate's view of a token: the shared lexer's, with numbers checked as
+/// soon as they are read (see [`Parser::next`]).
+type Tok<'a> = TokenKind<'a>;
 
 /// Validates a number literal: what vulcand's `strconv.Atoi` accepted, minus Go's octal.
 fn number(pos: usize, text: &str) -> Result<u64, PredicateError> {
     let invalid = |msg: String| PredicateError::new(pos, PredicateErrorKind::InvalidNumber(msg));
+    if text.starts_with('-') {
+        return Err(invalid(
+            "negative numbers are not allowed (attempts and status codes are never negative)"
+                .into(),
+        ));
+    }
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(format!(
             "`{}` is not a decimal integer such as `503`",
@@ -690,8 +497,15 @@ fn unexpected(expected: &str, found: &Token<'_>) -> PredicateError {
     unexpected_at(found.pos, expected, &found.describe())
 }
 
-fn invalid_string(pos: usize, msg: &str) -> PredicateError {
-    PredicateError::new(pos, PredicateErrorKind::InvalidString(msg.to_owned()))
+/// The lexer's errors are the predicate's.
+fn lex_error(error: LexError) -> PredicateError {
+    let kind = match error.kind {
+        LexErrorKind::Unexpected { expected, found } => {
+            PredicateErrorKind::Unexpected { expected, found }
+        }
+        LexErrorKind::InvalidString(msg) => PredicateErrorKind::InvalidString(msg),
+    };
+    PredicateError::new(error.position, kind)
 }
 
 fn type_error(pos: usize, expected: &str, found: String) -> PredicateError {
@@ -764,11 +578,17 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// The next token. A number is validated as soon as it is read, wherever it stands, so
+    /// `Attempts() 02` reports the leading zero rather than a missing operator.
     fn next(&mut self, expected: &str) -> Result<Token<'a>, PredicateError> {
-        match self.peeked.take() {
-            Some(token) => Ok(token),
-            None => self.lexer.next_token(expected),
+        if let Some(token) = self.peeked.take() {
+            return Ok(token);
         }
+        let token = self.lexer.next_token(expected).map_err(lex_error)?;
+        if let Tok::Number(text) = token.kind {
+            number(token.pos, text)?;
+        }
+        Ok(token)
     }
 
     fn unread(&mut self, token: Token<'a>) {
@@ -863,7 +683,7 @@ impl<'a> Parser<'a> {
                 Value::Condition(inner)
             }
             Tok::Ident(name) => self.call(name, pos)?,
-            Tok::Int(value) => Value::NumberLiteral(value),
+            Tok::Number(text) => Value::NumberLiteral(number(pos, text)?),
             Tok::Str(text) => Value::StringLiteral(text),
             _ => return Err(unexpected(expected, &token)),
         };
@@ -1008,78 +828,23 @@ fn collect(mut items: Vec<Expr>, node: fn(Vec<Expr>) -> Expr) -> Expr {
 mod tests {
     use super::*;
 
-    fn tokens(src: &str) -> Result<Vec<Tok<'_>>, PredicateError> {
-        let mut lexer = Lexer::new(src);
-        let mut out = Vec::new();
-        loop {
-            let token = lexer.next_token("anything")?;
-            if token.kind == Tok::Eof {
-                return Ok(out);
-            }
-            out.push(token.kind);
-        }
-    }
-
-    #[test]
-    fn operators_are_read_greedily() {
-        use Tok::*;
-        assert_eq!(
-            tokens("!= ! == <= < >= > && || ()").unwrap(),
-            vec![
-                Cmp(CmpOp::Ne),
-                Bang,
-                Cmp(CmpOp::Eq),
-                Cmp(CmpOp::Le),
-                Cmp(CmpOp::Lt),
-                Cmp(CmpOp::Ge),
-                Cmp(CmpOp::Gt),
-                AndAnd,
-                OrOr,
-                LParen,
-                RParen
-            ]
-        );
-        assert_eq!(tokens("!!x").unwrap(), vec![Bang, Bang, Ident("x")]);
-    }
-
-    #[test]
-    fn go_string_escapes() {
-        let one = |src| match tokens(src).unwrap().as_slice() {
-            [Tok::Str(s)] => s.clone(),
-            other => panic!("not one string: {other:?}"),
-        };
-        assert_eq!(
-            one(r#""\a\b\f\n\r\t\v\\\"""#),
-            "\u{7}\u{8}\u{c}\n\r\t\u{b}\\\""
-        );
-        assert_eq!(one(r#""\101\x42\u0043\U00000044""#), "ABCD");
-        assert_eq!(one(r#""\303\251\xc3\xa9""#), "éé");
-        assert_eq!(one("`a\\n\r\nb`"), "a\\n\nb");
-        for (src, pos) in [
-            (r#""\q""#, 1),
-            (r#""ab\x4""#, 3),
-            (r#""\400""#, 1),
-            (r#""\ud800""#, 1),
-            (r#""ok\xff""#, 3),
-            (r#""abc"#, 0),
-            ("\"a\nb\"", 2),
-            ("`abc", 0),
-            (r#""\'""#, 1),
-        ] {
-            let error = tokens(src).unwrap_err();
-            assert_eq!(error.position, pos, "{src}: {error}");
-            assert!(matches!(error.kind, PredicateErrorKind::InvalidString(_)));
-        }
-    }
-
     #[test]
     fn numbers_are_plain_decimal() {
-        assert_eq!(tokens("0 503 18446744073709551615").unwrap(), {
-            vec![Tok::Int(0), Tok::Int(503), Tok::Int(u64::MAX)]
-        });
-        for src in ["017", "0x1F", "1_000", "2.5", "18446744073709551616", "-1"] {
-            let error = tokens(src).unwrap_err();
-            assert_eq!(error.position, 0, "{src}");
+        assert_eq!(number(0, "0"), Ok(0));
+        assert_eq!(number(0, "503"), Ok(503));
+        assert_eq!(number(0, "18446744073709551615"), Ok(u64::MAX));
+        for src in [
+            "017",
+            "0x1F",
+            "1_000",
+            "2.5",
+            ".5",
+            "1e3",
+            "18446744073709551616",
+            "-1",
+        ] {
+            let error = number(7, src).unwrap_err();
+            assert_eq!(error.position, 7, "{src}");
             assert!(
                 matches!(error.kind, PredicateErrorKind::InvalidNumber(_)),
                 "{src}: {error}"
@@ -1088,18 +853,17 @@ mod tests {
     }
 
     #[test]
-    fn flip_swaps_operands() {
-        for op in [
-            CmpOp::Eq,
-            CmpOp::Ne,
-            CmpOp::Lt,
-            CmpOp::Le,
-            CmpOp::Gt,
-            CmpOp::Ge,
-        ] {
-            for (a, b) in [(1, 2), (2, 2), (3, 2)] {
-                assert_eq!(op.apply(a, b), op.flip().apply(b, a), "{op:?} {a} {b}");
-            }
-        }
+    fn a_misplaced_comma_is_an_unexpected_token() {
+        let error = FailoverPredicate::parse("Attempts(), 2").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "at byte 10: expected a comparison operator (`==`, `!=`, `<`, `<=`, `>`, `>=`), \
+             found `,`"
+        );
+        let error = FailoverPredicate::parse("IsNetworkError(),").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "at byte 16: expected `&&`, `||` or end of input, found `,`"
+        );
     }
 }

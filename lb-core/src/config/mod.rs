@@ -9,6 +9,8 @@
 //! - [`Diff`]: what changed between two snapshots.
 //! - [`file`](mod@file): the single-document TOML/JSON form of the same tree.
 //! - [`duration`]: Go durations.
+//! - [`predicate_lexer`]: the tokens of vulcand's predicate syntax, shared by failover
+//!   predicates and lb-middleware's circuit-breaker conditions.
 //!
 //! ```
 //! use lb_core::config::{file, Diff, SnapshotBuilder};
@@ -47,6 +49,7 @@ pub mod duration;
 pub mod failover;
 pub mod file;
 pub mod model;
+pub mod predicate_lexer;
 pub mod snapshot;
 
 pub use diff::Diff;

@@ -35,7 +35,7 @@ use http::{HeaderName, StatusCode};
 use lb_route::Cidr;
 use serde::Deserialize;
 
-use super::decode_field;
+use super::fields::decode_field;
 use crate::request::ConnInfo;
 use crate::response::json_error;
 use crate::service::{HttpLayer, HttpService, Request, ResponseFuture};

@@ -1,8 +1,14 @@
 //! The built-in middleware types. Each module has the type, its config (vulcand's JSON
 //! field names where vulcand had the type), and its tests.
 
+pub mod auth;
+pub mod cbreaker;
+pub mod connlimit;
+mod fields;
 pub mod headers;
 pub mod ipallow;
+mod keyed;
+pub mod ratelimit;
 pub mod redirect;
 pub mod rewrite;
 pub mod stripprefix;
@@ -19,17 +25,8 @@ pub(crate) fn register_all(types: Types) -> Types {
         .with(trace::Trace)
         .with(ipallow::IpAllow)
         .with(redirect::Redirect)
-}
-
-/// Decodes one config field from its raw JSON, naming the field in the error (serde's own
-/// messages say what was expected, not where). An absent field and `null` (what Go writes
-/// for an empty list) both give the default.
-pub(crate) fn decode_field<T>(name: &str, value: serde_json::Value) -> Result<T, String>
-where
-    T: serde::de::DeserializeOwned + Default,
-{
-    if value.is_null() {
-        return Ok(T::default());
-    }
-    serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))
+        .with(auth::Auth)
+        .with(ratelimit::RateLimit)
+        .with(connlimit::ConnLimit)
+        .with(cbreaker::CircuitBreaker)
 }

@@ -32,7 +32,7 @@ use http::{Method, StatusCode};
 use regex::Regex;
 use serde::Deserialize;
 
-use super::decode_field;
+use super::fields::decode_field;
 use super::rewrite::{escape_uri, request_host, request_is_https, request_url};
 use crate::body;
 use crate::response::json_error;

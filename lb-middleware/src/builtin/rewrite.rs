@@ -50,7 +50,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use self::template::{Snapshot, Template, View};
-use super::decode_field;
+use super::fields::decode_field;
 use crate::body;
 use crate::request::ConnInfo;
 use crate::response::json_error;

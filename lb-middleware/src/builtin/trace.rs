@@ -69,7 +69,7 @@ use http::{HeaderMap, HeaderName, header};
 use http_body::{Body as _, Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 
-use super::decode_field;
+use super::fields::decode_field;
 use super::rewrite::request_host;
 use crate::body::{self, Body, BoxError};
 use crate::request::ConnInfo;
