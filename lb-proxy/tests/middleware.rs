@@ -429,3 +429,141 @@ async fn ipallow_and_redirect_answer_for_the_app() {
         "only the allowed request reached the app"
     );
 }
+
+#[tokio::test]
+async fn ratelimit_counts_client_requests_not_attempts_and_survives_a_server_being_added() {
+    let live = Backend::named("live").await;
+    let extra = Backend::named("extra").await;
+    let proxy = Proxy::start().await;
+    let key = "frontends/f1/middlewares/rl";
+    let limit = |requests: u32| {
+        middleware(
+            "rl",
+            0,
+            "ratelimit",
+            json!({"PeriodSeconds": 60, "Requests": requests, "Burst": requests, "Variable": "client.ip"}),
+        )
+    };
+    // A dead server next to a live one: some requests take two attempts.
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "dead", &format!("http://{}", unused_addr()))
+                .server("b1", "live", &live.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(key, limit(3)),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    for i in 1..=3 {
+        assert_eq!(
+            client.get("example.com", "/").await.status,
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    let limited = client.get("example.com", "/").await;
+    limited.assert_json_error(StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // A server added to the backend: the bucket is the same, still empty.
+    proxy
+        .apply(Tree::new().server("b1", "extra", &extra.url()))
+        .await;
+    assert_eq!(
+        client.get("example.com", "/").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Its own config changed: a new, full bucket.
+    proxy.apply(Tree::new().key(key, limit(100))).await;
+    assert_eq!(client.get("example.com", "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn auth_asks_for_credentials_and_lets_the_right_ones_through() {
+    let backend = Backend::named("app").await;
+    let proxy = Proxy::start().await;
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "s1", &backend.url())
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(
+                    "frontends/f1/middlewares/auth",
+                    middleware(
+                        "auth",
+                        0,
+                        "auth",
+                        json!({"Username": "alice", "Password": "s3cret"}),
+                    ),
+                ),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    let challenged = client.get("example.com", "/").await;
+    assert_eq!(challenged.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        challenged.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    let mut wrong = harness::request(http::Method::GET, "example.com", "/", bytes::Bytes::new());
+    // alice:wrong
+    wrong.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_static("Basic YWxpY2U6d3Jvbmc="),
+    );
+    assert_eq!(client.send(wrong).await.status, StatusCode::UNAUTHORIZED);
+    let mut right = harness::request(http::Method::GET, "example.com", "/", bytes::Bytes::new());
+    // alice:s3cret
+    right.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_static("Basic YWxpY2U6czNjcmV0"),
+    );
+    assert_eq!(client.send(right).await.status, StatusCode::OK);
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test]
+async fn cbreaker_trips_on_network_errors_and_serves_its_fallback() {
+    let proxy = Proxy::start().await;
+    proxy
+        .apply(
+            Tree::new()
+                .backend("b1", json!({}))
+                .server("b1", "dead", &format!("http://{}", unused_addr()))
+                .frontend("f1", "b1", "PathPrefix(`/`)", json!({}))
+                .key(
+                    "frontends/f1/middlewares/cb",
+                    middleware(
+                        "cb",
+                        0,
+                        "cbreaker",
+                        json!({
+                            "Condition": "NetworkErrorRatio() > 0.5",
+                            "CheckPeriod": "1ms",
+                            "FallbackDuration": "60s",
+                            "Fallback": {"Type": "response", "Action": {"StatusCode": 503, "ContentType": "text/plain", "Body": "breaker open"}},
+                        }),
+                    ),
+                ),
+        )
+        .await;
+    let mut client = proxy.client().await;
+    // Bad gateways until the breaker's next check sees the ratio, then the fallback.
+    let tripped = harness::within("the breaker to trip", async {
+        loop {
+            let reply = client.get("example.com", "/").await;
+            if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+                return reply;
+            }
+            assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(tripped.text(), "breaker open");
+}
