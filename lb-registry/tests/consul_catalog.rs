@@ -6,18 +6,19 @@
 //! Every wait polls or awaits with a deadline; request counts are bounded by what blocking
 //! queries guarantee, never by how fast the machine is.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lb_registry::consul::{ConsulCatalogRegistry, ConsulOptions};
 use lb_registry::register::{Registration, ServerRegistration};
-use lb_registry::{Change, Listing, Precondition, Registry, RegistryError, Watch, WatchEvent};
+use lb_registry::{Change, Precondition, Registry, RegistryError, Watch, WatchEvent};
 use lb_testkit::consul::{CheckStatus, ConsulServer, SERF_HEALTH, Service};
 use serde_json::{Value, json};
 
-const PATIENCE: Duration = Duration::from_secs(15);
+use support::{Mirror, PATIENCE, keys, next, next_changes};
 
 fn options() -> ConsulOptions {
     ConsulOptions {
@@ -52,26 +53,8 @@ fn hello(id: &str, port: u16) -> Service {
         .check(CheckStatus::Passing)
 }
 
-fn keys(listing: &Listing) -> Vec<&str> {
-    listing.entries.iter().map(|kv| kv.key.as_str()).collect()
-}
-
 fn json_of(value: &Bytes) -> Value {
     serde_json::from_slice(value).unwrap_or_else(|e| panic!("not JSON: {e}: {value:?}"))
-}
-
-async fn next(watch: &mut Watch) -> WatchEvent {
-    tokio::time::timeout(PATIENCE, watch.next())
-        .await
-        .expect("no watch event in time")
-        .expect("the watch ended")
-}
-
-async fn next_changes(watch: &mut Watch) -> (u64, Vec<Change>) {
-    match next(watch).await {
-        WatchEvent::Changes { revision, changes } => (revision, changes),
-        other => panic!("expected Changes, got {other:?}"),
-    }
 }
 
 /// The changes as `put KEY` / `delete KEY` lines.
@@ -83,41 +66,6 @@ fn summary(changes: &[Change]) -> Vec<String> {
             Change::Delete { key } => format!("delete {key}"),
         })
         .collect()
-}
-
-/// A tree kept up to date from watch events.
-#[derive(Debug, Default)]
-struct Mirror(BTreeMap<String, Bytes>);
-
-impl Mirror {
-    fn from(listing: &Listing) -> Self {
-        Self(
-            listing
-                .entries
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.value.clone()))
-                .collect(),
-        )
-    }
-
-    fn apply(&mut self, event: &WatchEvent) {
-        match event {
-            WatchEvent::Changes { changes, .. } => {
-                for change in changes {
-                    match change {
-                        Change::Put(kv) => {
-                            self.0.insert(kv.key.clone(), kv.value.clone());
-                        }
-                        Change::Delete { key } => {
-                            self.0.remove(key);
-                        }
-                    }
-                }
-            }
-            WatchEvent::Reset(listing) => *self = Self::from(listing),
-            _ => {}
-        }
-    }
 }
 
 /// Follows the watch until `done`; returns the kinds of events seen.

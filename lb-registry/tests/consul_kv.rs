@@ -6,18 +6,18 @@
 //! Every wait polls or awaits with a deadline; request counts are bounded by what blocking
 //! queries and the rate limit guarantee, never by how fast the machine is.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lb_registry::consul::{ConsulError, ConsulKvRegistry, ConsulOptions};
 use lb_registry::flat::FlatPrefix;
 use lb_registry::register::{Registration, ServerRegistration};
-use lb_registry::{
-    Change, KeyValue, Listing, Precondition, Registry, RegistryError, Watch, WatchEvent,
-};
+use lb_registry::{Precondition, Registry, RegistryError, Watch, WatchEvent};
 use lb_testkit::consul::ConsulServer;
+
+use support::{Mirror, delete, keys, next, next_changes, put, value};
 
 /// The longest any single wait may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -52,38 +52,6 @@ fn registry(server: &ConsulServer) -> ConsulKvRegistry {
     registry_with(server, options())
 }
 
-fn value(s: &str) -> Bytes {
-    Bytes::from(s.to_owned())
-}
-
-fn keys(listing: &Listing) -> Vec<&str> {
-    listing.entries.iter().map(|kv| kv.key.as_str()).collect()
-}
-
-async fn next(watch: &mut Watch) -> WatchEvent {
-    tokio::time::timeout(PATIENCE, watch.next())
-        .await
-        .expect("no watch event in time")
-        .expect("the watch ended")
-}
-
-async fn next_changes(watch: &mut Watch) -> (u64, Vec<Change>) {
-    match next(watch).await {
-        WatchEvent::Changes { revision, changes } => (revision, changes),
-        other => panic!("expected Changes, got {other:?}"),
-    }
-}
-
-fn put(key: &str, v: &str) -> Change {
-    Change::Put(KeyValue::new(key, value(v)))
-}
-
-fn delete(key: &str) -> Change {
-    Change::Delete {
-        key: key.to_owned(),
-    }
-}
-
 /// Polls `condition` every 10 ms until it holds, failing after [`PATIENCE`].
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -113,45 +81,6 @@ async fn blocking_query_arrived(server: &ConsulServer, path: &str, after: usize)
             .any(|r| r.starts_with(&format!("GET {path}")) && r.contains("index="))
     })
     .await;
-}
-
-/// A tree kept up to date from watch events.
-#[derive(Debug, Default)]
-struct Mirror(BTreeMap<String, Bytes>);
-
-impl Mirror {
-    fn from(listing: &Listing) -> Self {
-        Self(
-            listing
-                .entries
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.value.clone()))
-                .collect(),
-        )
-    }
-
-    fn apply(&mut self, event: &WatchEvent) {
-        match event {
-            WatchEvent::Changes { changes, .. } => {
-                for change in changes {
-                    match change {
-                        Change::Put(kv) => {
-                            self.0.insert(kv.key.clone(), kv.value.clone());
-                        }
-                        Change::Delete { key } => {
-                            self.0.remove(key);
-                        }
-                    }
-                }
-            }
-            WatchEvent::Reset(listing) => *self = Self::from(listing),
-            _ => {}
-        }
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.0.contains_key(key)
-    }
 }
 
 // === Listing ===

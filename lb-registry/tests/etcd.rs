@@ -3,6 +3,8 @@
 //! prefixes and self-registration. Skipped (with a message) when etcd is not installed,
 //! unless `LB_REQUIRE_SERVICES` is set.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -14,13 +16,13 @@ use lb_core::config::SnapshotBuilder;
 use lb_registry::register::{Registration, ServerRegistration};
 use lb_registry::{
     Change, EtcdRegistry, KeyValue, Listing, Precondition, Registry, RegistryError, Versioned,
-    Watch, WatchEvent,
+    WatchEvent,
 };
 use lb_testkit::etcd::EtcdServer;
 
-/// The longest any single wait may take before the test fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(15);
+use support::{PATIENCE, delete, keys, next, next_changes, put, value};
 
+/// The longest any single wait may take before the test fails instead of hanging.
 const SERVER: &str = "backends/b1/servers/s1";
 
 /// A fresh etcd, a raw client for writing around the registry, and a registry on
@@ -33,24 +35,6 @@ async fn setup(path: &str) -> Option<(EtcdServer, Client, EtcdRegistry)> {
     let registry = EtcdRegistry::open(&format!("etcd://{}{path}", etcd.address()))
         .expect("a valid etcd:// URL");
     Some((etcd, client, registry))
-}
-
-fn value(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn put(key: &str, v: &str) -> Change {
-    Change::Put(KeyValue::new(key, value(v)))
-}
-
-fn delete(key: &str) -> Change {
-    Change::Delete {
-        key: key.to_owned(),
-    }
-}
-
-fn keys(listing: &Listing) -> Vec<&str> {
-    listing.entries.iter().map(|kv| kv.key.as_str()).collect()
 }
 
 /// Writes `key` = `v` directly in etcd (as etcdctl would); returns the revision.
@@ -77,19 +61,6 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(PATIENCE, future)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-async fn next(watch: &mut Watch) -> WatchEvent {
-    within("a watch event", watch.next())
-        .await
-        .expect("the watch ended")
-}
-
-async fn next_changes(watch: &mut Watch) -> (u64, Vec<Change>) {
-    match next(watch).await {
-        WatchEvent::Changes { revision, changes } => (revision, changes),
-        other => panic!("expected Changes, got {other:?}"),
-    }
 }
 
 /// Polls `check` every 20 ms until it returns true (bounded by [`PATIENCE`]).

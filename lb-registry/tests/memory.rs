@@ -1,47 +1,15 @@
 //! The memory backend: revisions, list/put/delete, watch ordering and history, TTL expiry
 //! under tokio's paused clock.
 
+mod support;
+
 use std::time::Duration;
 
-use bytes::Bytes;
 use lb_registry::{
-    Change, KeyValue, Listing, MemoryRegistry, Precondition, Registry, RegistryError, Versioned,
-    Watch, WatchEvent,
+    Listing, MemoryRegistry, Precondition, Registry, RegistryError, Versioned, WatchEvent,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn value(s: &'static str) -> Bytes {
-    Bytes::from_static(s.as_bytes())
-}
-
-fn keys(listing: &Listing) -> Vec<&str> {
-    listing.entries.iter().map(|kv| kv.key.as_str()).collect()
-}
-
-async fn next(watch: &mut Watch) -> WatchEvent {
-    tokio::time::timeout(WAIT, watch.next())
-        .await
-        .expect("no watch event within the timeout")
-        .expect("the watch ended")
-}
-
-async fn next_changes(watch: &mut Watch) -> (u64, Vec<Change>) {
-    match next(watch).await {
-        WatchEvent::Changes { revision, changes } => (revision, changes),
-        other => panic!("expected Changes, got {other:?}"),
-    }
-}
-
-fn put(key: &str, v: &'static str) -> Change {
-    Change::Put(KeyValue::new(key, value(v)))
-}
-
-fn delete(key: &str) -> Change {
-    Change::Delete {
-        key: key.to_owned(),
-    }
-}
+use support::{delete, keys, next, next_changes, put, value};
 
 #[tokio::test]
 async fn put_and_delete_each_add_one_revision_and_list_is_sorted() {
