@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-pub use lb_middleware::body::{Body, BoxError, boxed, boxed_dyn, empty, full};
+pub use lb_middleware::body::{Body, BodyEnd, BoxError, boxed, boxed_dyn, empty, full, on_end};
 
 /// The error of a [`Capped`] body that went over its limit.
 #[derive(Debug, thiserror::Error)]

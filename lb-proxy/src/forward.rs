@@ -26,21 +26,20 @@
 //! broke off.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::{Body as HttpBody, SizeHint};
 use hyper_util::rt::TokioIo;
 use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
 use lb_core::config::failover::AttemptInfo;
 use lb_middleware::{HttpService, RouteCaptures, UpstreamError};
 use lb_route::ClientIp;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
 use crate::runtime::{FrontendRuntime, Runtime};
@@ -566,9 +565,10 @@ impl AccessLog {
             bytes: 0,
         };
         response.map(|inner| {
-            body::boxed_dyn(LoggedBody {
-                inner,
-                log: Some(log),
+            body::on_end(inner, move |end| {
+                let mut log = log;
+                log.bytes = end.bytes;
+                log.write();
             })
         })
     }
@@ -587,54 +587,5 @@ impl AccessLog {
             attempts = self.attempted.attempts,
             bytes = self.bytes,
         );
-    }
-}
-
-/// A response body that counts its bytes and writes the access log when it ends.
-struct LoggedBody {
-    inner: Body,
-    log: Option<AccessLog>,
-}
-
-impl HttpBody for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(log)) = (frame.data_ref(), this.log.as_mut()) {
-                    log.bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                if let Some(log) = this.log.take() {
-                    log.write();
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        if let Some(log) = self.log.take() {
-            log.write();
-        }
     }
 }

@@ -21,16 +21,12 @@
 //! key whose count drops to zero is removed, so memory follows the requests in flight. The
 //! layer never fails and is always ready.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body::{Frame, SizeHint};
 use serde::Deserialize;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self};
 use crate::builtin::fields::Fields;
 use crate::builtin::keyed::{Key, Sharded, key_of};
 use crate::request::Variable;
@@ -141,12 +137,8 @@ impl MiddlewareType for ConnLimit {
                     // Dropping this future before the response (the client went away) drops
                     // the guard with it.
                     let response = future.await;
-                    response.map(|inner| {
-                        body::boxed_dyn(GuardedBody {
-                            inner,
-                            guard: Some(guard),
-                        })
-                    })
+                    // The end of the body (or its failure, or its drop) ends the request.
+                    response.map(|inner| body::on_end(inner, move |_| drop(guard)))
                 }
             })
         })
@@ -212,41 +204,16 @@ impl Drop for Guard {
     }
 }
 
-/// A response body that holds its request's count until it ends or is dropped.
-struct GuardedBody {
-    inner: Body,
-    guard: Option<Guard>,
-}
-
-impl http_body::Body for GuardedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        // The end of the body (or its failure) is the end of the request.
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
-            this.guard = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::Frame;
+
+    use crate::body::BoxError;
     use crate::request::ConnInfo;
     use crate::service::Response;
     use crate::types::Types;

@@ -57,21 +57,17 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
-use http_body::{Body as _, Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 
 use super::fields::decode_field;
 use super::rewrite::request_host;
-use crate::body::{self, Body, BoxError};
+use crate::body::{self};
 use crate::request::ConnInfo;
 use crate::service::{HttpLayer, HttpService, Request, Response};
 use crate::types::{BuildContext, MiddlewareType, OptionKind, OptionSpec};
@@ -838,10 +834,8 @@ impl AwaitingResponse {
         let headers = capture(response.headers(), &in_flight.tracer.resp_headers);
         let code = response.status().as_u16();
         response.map(|inner| {
-            body::boxed_dyn(TracedBody {
-                inner,
-                bytes: 0,
-                pending: Some((in_flight, code, headers)),
+            body::on_end(inner, move |end| {
+                in_flight.finish(code, end.bytes, headers, end.aborted)
             })
         })
     }
@@ -852,63 +846,6 @@ impl Drop for AwaitingResponse {
         if let Some(in_flight) = self.0.take() {
             in_flight.finish(CLIENT_CLOSED, 0, Headers::new(), true);
         }
-    }
-}
-
-/// A response body that logs the record when it ends, fails or is dropped.
-struct TracedBody {
-    inner: Body,
-    bytes: u64,
-    pending: Option<(InFlight, u16, Headers)>,
-}
-
-impl TracedBody {
-    fn finish(&mut self, aborted: bool) {
-        if let Some((in_flight, code, headers)) = self.pending.take() {
-            in_flight.finish(code, self.bytes, headers, aborted);
-        }
-    }
-}
-
-impl http_body::Body for TracedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.bytes += data.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    this.finish(false);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.finish(true),
-            Poll::Ready(None) => this.finish(false),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for TracedBody {
-    fn drop(&mut self) {
-        let aborted = !self.inner.is_end_stream();
-        self.finish(aborted);
     }
 }
 

@@ -1,10 +1,16 @@
 use std::net::UdpSocket;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame};
 
 use serde_json::{Value, json};
 use tower_layer::Layer;
 
 use super::*;
+use crate::body::BoxError;
 use crate::types::Types;
 
 fn ctx() -> BuildContext<'static> {
