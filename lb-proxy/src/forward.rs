@@ -79,7 +79,7 @@ impl Proxy {
     }
 
     /// Serves one request: route, then the frontend's middleware chain (if any) around
-    /// [`forward`].
+    /// the forwarding (balancer, retries, upstream pool).
     pub async fn handle(&self, mut req: Request<Body>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let runtime = self.runtime.load_full();
@@ -149,7 +149,7 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
         .or_else(|| req.headers().get(header::HOST).cloned())
 }
 
-/// What [`forward`] tried: the last server picked and the number of attempts.
+/// What the forwarding tried: the last server picked and the number of attempts.
 #[derive(Clone, Debug, Default)]
 pub struct Attempted {
     /// The last server picked.
