@@ -96,7 +96,10 @@ impl Proxy {
             bytes: 0,
         };
         let Some((index, captures)) = runtime.router().route(&req).map(|m| {
-            let captures = (!m.captures.is_empty()).then(|| {
+            // Captures are copied out only for a chain to read (rewrite): none per request
+            // otherwise.
+            let chained = runtime.frontend_at(*m.value).service.is_some();
+            let captures = (chained && !m.captures.is_empty()).then(|| {
                 RouteCaptures(
                     m.captures
                         .iter()
