@@ -35,20 +35,30 @@ impl HttpProber {
     }
 }
 
+impl HttpProber {
+    /// `GET url`: the status of the answer, or why there was none. No timeout: the caller
+    /// applies its own.
+    pub async fn status(&self, url: &str) -> Result<u16, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("bad probe URL {url}: {e}"))?;
+        let request = Request::get(uri)
+            .header(http::header::USER_AGENT, "lbproxy-health-check")
+            .body(body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    }
+}
+
 impl Prober for HttpProber {
     fn probe(&self, target: &ProbeTarget) -> ProbeFuture {
-        let client = self.client.clone();
+        let prober = self.clone();
         let url = target.probe_url().to_owned();
-        Box::pin(async move {
-            let uri: Uri = url
-                .parse()
-                .map_err(|e| format!("bad probe URL {url}: {e}"))?;
-            let request = Request::get(uri)
-                .header(http::header::USER_AGENT, "lbproxy-health-check")
-                .body(body::empty())
-                .map_err(|e| e.to_string())?;
-            let response = client.request(request).await.map_err(|e| e.to_string())?;
-            Ok(response.status().as_u16())
-        })
+        Box::pin(async move { prober.status(&url).await })
     }
 }

@@ -200,14 +200,6 @@ impl Runtime {
         &self.frontends[index]
     }
 
-    /// The middleware chain of frontend `id`.
-    pub fn chain(&self, id: &str) -> Option<&Chain> {
-        self.frontends
-            .iter()
-            .find(|f| &*f.frontend.id == id)
-            .map(|f| &f.chain)
-    }
-
     /// The frontends with their chains, in snapshot order.
     pub fn frontends(&self) -> &[RoutedFrontend] {
         &self.frontends

@@ -143,30 +143,20 @@ impl MemoryRegistry {
 
     fn refresh_now(&self, key: &str) -> Result<(), RegistryError> {
         check_key(key)?;
-        let ttl = {
-            let state = self.shared.lock();
-            let entry = state
-                .entries
-                .get(key)
-                .ok_or_else(|| RegistryError::NotFound {
-                    key: key.to_owned(),
-                })?;
-            entry.lease.as_ref().map(|lease| lease.ttl).ok_or_else(|| {
-                RegistryError::InvalidTtl {
-                    key: key.to_owned(),
-                    reason: "the key was written without a TTL".to_owned(),
-                }
-            })?
-        };
-        let timer = Timer::new(key, ttl)?;
         let mut state = self.shared.lock();
-        // The key may have expired or been rewritten between the two locks.
-        if state.entries.get(key).is_none_or(|e| e.lease.is_none()) {
-            return Err(RegistryError::NotFound {
+        let entry = state
+            .entries
+            .get(key)
+            .ok_or_else(|| RegistryError::NotFound {
                 key: key.to_owned(),
-            });
-        }
-        let lease = timer.arm(&self.shared, &mut state, key);
+            })?;
+        let ttl = entry.lease.as_ref().map(|lease| lease.ttl).ok_or_else(|| {
+            RegistryError::InvalidTtl {
+                key: key.to_owned(),
+                reason: "the key was written without a TTL".to_owned(),
+            }
+        })?;
+        let lease = Timer::new(key, ttl)?.arm(&self.shared, &mut state, key);
         if let Some(entry) = state.entries.get_mut(key)
             && let Some(old) = entry.lease.replace(lease)
         {

@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use http::{Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use lb_proxy::body::{self, Body};
+use http::Uri;
+use lb_proxy::health::HttpProber;
 use lb_registry::register::{Probe, Registration, RegistrationState, ServerRegistration};
 
 /// The lb command-line client.
@@ -151,20 +148,17 @@ async fn register(
     ExitCode::SUCCESS
 }
 
-/// GET `url`; healthy on 2xx within `timeout`.
+/// GET `url` with the proxy's health prober; healthy on 2xx within `timeout`.
 fn http_probe(url: Uri, timeout: Duration) -> Probe {
-    let client: Client<HttpConnector, Body> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let prober = HttpProber::new();
+    let url = url.to_string();
     Arc::new(move || {
-        let client = client.clone();
+        let prober = prober.clone();
         let url = url.clone();
         Box::pin(async move {
-            let Ok(request) = Request::get(url).body(body::empty()) else {
-                return false;
-            };
             matches!(
-                tokio::time::timeout(timeout, client.request(request)).await,
-                Ok(Ok(response)) if response.status().is_success()
+                tokio::time::timeout(timeout, prober.status(&url)).await,
+                Ok(Ok(status)) if (200..300).contains(&status)
             )
         })
     })
