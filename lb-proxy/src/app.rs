@@ -13,6 +13,7 @@ use lb_middleware::Types;
 use lb_registry::Registry;
 use tokio::sync::watch;
 
+use crate::admin::Admin;
 use crate::applier::{Applier, ApplierConfig, ApplyStatus};
 use crate::body::BoxError;
 use crate::demo::{self, Demo};
@@ -103,12 +104,13 @@ impl App {
                 checker,
                 options.applier,
             )
-            .with_middleware_types(options.middleware_types)
+            .with_middleware_types(options.middleware_types.clone())
             .on_apply(Box::new(move |snapshot| {
                 registry_listeners.reconcile(snapshot)
             })),
         );
         let mut tasks = vec![tokio::spawn(Arc::clone(&applier).run())];
+        let types = options.middleware_types;
         let mut api = None;
         if let Some(addr) = options.api {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -116,11 +118,14 @@ impl App {
                 .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}"))?;
             api = Some(listener.local_addr()?);
             tracing::info!(addr = %listener.local_addr()?, "admin API listening");
-            tasks.push(crate::admin::serve(
-                listener,
+            let admin = Admin::new(
                 applier.status(),
-                options.api_token,
-            ));
+                Arc::clone(&registry),
+                types,
+                options.applier.strict,
+            )
+            .with_token(options.api_token);
+            tasks.push(Arc::new(admin).serve(listener));
         }
         Ok(App {
             proxy,

@@ -58,6 +58,8 @@ pub struct ApplyStatus {
     /// The last registry problem (unreachable, bad file edit), cleared by the next good
     /// change.
     pub registry_error: Option<String>,
+    /// Since when the registry has had a problem (`None` while it is fine).
+    pub registry_error_since: Option<SystemTime>,
     /// Where the configuration comes from.
     pub registry: String,
 }
@@ -100,6 +102,7 @@ impl Applier {
             snapshot: Arc::new(Snapshot::default()),
             applied_at: None,
             registry_error: None,
+            registry_error_since: None,
             registry: registry.describe().to_owned(),
         };
         Self {
@@ -166,7 +169,7 @@ impl Applier {
                 .into_iter()
                 .map(|kv| (kv.key, kv.value))
                 .collect();
-            self.status.send_modify(|s| s.registry_error = None);
+            self.registry_ok();
             self.apply(&tree, revision);
             let mut watch = match self.registry.watch(revision).await {
                 Ok(watch) => watch,
@@ -208,8 +211,19 @@ impl Applier {
 
     fn registry_problem(&self, message: String) {
         tracing::warn!("{message}");
-        self.status
-            .send_modify(|s| s.registry_error = Some(message));
+        self.status.send_modify(|s| {
+            s.registry_error = Some(message);
+            s.registry_error_since.get_or_insert_with(SystemTime::now);
+        });
+    }
+
+    fn registry_ok(&self) {
+        self.status.send_if_modified(|s| {
+            let changed = s.registry_error.is_some();
+            s.registry_error = None;
+            s.registry_error_since = None;
+            changed
+        });
     }
 
     /// Folds one watch event into the tree; returns whether the tree changed.
@@ -235,7 +249,7 @@ impl Applier {
                         }
                     }
                 }
-                self.status.send_modify(|s| s.registry_error = None);
+                self.registry_ok();
                 true
             }
             WatchEvent::Reset(listing) => {
@@ -245,7 +259,7 @@ impl Applier {
                     .into_iter()
                     .map(|kv| (kv.key, kv.value))
                     .collect();
-                self.status.send_modify(|s| s.registry_error = None);
+                self.registry_ok();
                 true
             }
             WatchEvent::Error(error) => {

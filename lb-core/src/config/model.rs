@@ -534,11 +534,19 @@ pub fn decode<T: serde::de::DeserializeOwned>(
 ) -> Result<Decoded<T>, serde_json::Error> {
     let mut unknown_fields = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(json);
-    let value = serde_ignored::deserialize(&mut de, |path| {
+    let mut track = serde_path_to_error::Track::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
         let mut dotted = String::new();
         dotted_path(&path, &mut dotted);
         unknown_fields.push(dotted);
-    })?;
+    };
+    let ignoring = serde_ignored::Deserializer::new(&mut de, &mut on_unknown);
+    // Errors name the field they are about: `Settings.Limits.MaxBodyBytes: invalid type ...`.
+    let value = T::deserialize(serde_path_to_error::Deserializer::new(ignoring, &mut track))
+        .map_err(|error| match track.path().to_string().as_str() {
+            "." => error,
+            path => <serde_json::Error as serde::de::Error>::custom(format!("{path}: {error}")),
+        })?;
     de.end()?;
     Ok(Decoded {
         value,

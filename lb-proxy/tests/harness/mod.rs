@@ -440,6 +440,22 @@ pub async fn admin_get(api: SocketAddr, path: &str) -> (StatusCode, Value) {
     (reply.status, reply.json())
 }
 
+/// `method path` on the admin API at `api` with an optional JSON body: the status and the
+/// JSON answer.
+pub async fn admin_send(
+    api: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let reply = Client::connect(api)
+        .await
+        .send(request(method, "admin", path, bytes))
+        .await;
+    (reply.status, reply.json())
+}
+
 // === Raw connections ===
 
 /// A response head read off a raw connection.
