@@ -1,7 +1,8 @@
 //! lbproxy on `--registry etcd://.../vulcand` against a real etcd (lb-testkit starts one per
 //! test): it serves a vulcand tree written with an etcd client, applies changes, keeps
 //! serving through an etcd outage and follows changes made after etcd comes back, and reports
-//! an invalid value by its key while the rest serves. Skipped (with a message) when etcd is
+//! an invalid value by its key while the rest serves. During the outage `/v2/status` says
+//! `stale`. Skipped (with a message) when etcd is
 //! not installed, unless `LB_REQUIRE_SERVICES` is set.
 
 mod harness;
@@ -120,6 +121,11 @@ async fn lbproxy_serves_an_etcd_tree_and_follows_it_through_an_outage() {
         }
     })
     .await;
+    let (code, status) = admin_get(api, "/v2/status").await;
+    assert_eq!(code, StatusCode::OK, "{status}");
+    assert_eq!(status["Status"], "stale", "{status}");
+    assert_eq!(status["RegistryConnected"], false, "{status}");
+    assert!(status["StaleSeconds"].as_f64().is_some(), "{status}");
     assert_eq!(served_by(&app).await, "two");
     assert_eq!(served_by(&app).await, "two");
 
@@ -135,6 +141,9 @@ async fn lbproxy_serves_an_etcd_tree_and_follows_it_through_an_outage() {
     assert_eq!(served_by(&app).await, "one");
     let (_, config) = admin_get(api, "/v2/config").await;
     assert_eq!(config["Errors"], json!([]), "{config}");
+    let (_, status) = admin_get(api, "/v2/status").await;
+    assert_eq!(status["Status"], "ok", "{status}");
+    assert_eq!(status["RegistryConnected"], true, "{status}");
     app.shutdown(Duration::from_secs(1)).await;
 }
 
