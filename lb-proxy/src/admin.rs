@@ -30,6 +30,7 @@ pub fn serve(
     listener: TcpListener,
     status: watch::Receiver<ApplyStatus>,
     token: Option<String>,
+    proxy: Arc<crate::forward::Proxy>,
 ) -> tokio::task::JoinHandle<()> {
     let token: Option<Arc<str>> = token.map(Arc::from);
     tokio::spawn(async move {
@@ -39,8 +40,9 @@ pub fn serve(
             };
             let status = status.clone();
             let token = token.clone();
+            let proxy = Arc::clone(&proxy);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = answer(&req, &status.borrow(), token.as_deref());
+                let response = answer(&req, &status.borrow(), token.as_deref(), &proxy);
                 async move { Ok::<_, Infallible>(response) }
             });
             tokio::spawn(async move {
@@ -64,7 +66,12 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 }
 
 /// Answers one admin request.
-pub fn answer<B>(req: &Request<B>, status: &ApplyStatus, token: Option<&str>) -> Response<Body> {
+pub fn answer<B>(
+    req: &Request<B>,
+    status: &ApplyStatus,
+    token: Option<&str>,
+    proxy: &Arc<crate::forward::Proxy>,
+) -> Response<Body> {
     if let Some(token) = token {
         let expected = format!("Bearer {token}");
         let given = req
@@ -82,6 +89,10 @@ pub fn answer<B>(req: &Request<B>, status: &ApplyStatus, token: Option<&str>) ->
     }
     if req.method() != Method::GET {
         return json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported here");
+    }
+    // `/metrics`, `/v2/top/frontends`, `/v2/top/servers`.
+    if let Some(response) = crate::metrics::admin_answer(req.uri(), proxy) {
+        return response;
     }
     match req.uri().path() {
         "/v2/status" if status.applied => json_response(

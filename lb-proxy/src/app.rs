@@ -18,6 +18,7 @@ use crate::body::BoxError;
 use crate::demo::{self, Demo};
 use crate::forward::Proxy;
 use crate::health::HttpProber;
+use crate::metrics::Metrics;
 use crate::server::{ListenerHandle, Server};
 
 /// Where the configuration comes from.
@@ -83,7 +84,7 @@ impl App {
             RegistrySource::Url(url) => (lb_registry::open(&url)?, None),
             RegistrySource::Registry(registry) => (registry, None),
         };
-        let proxy = Arc::new(Proxy::new());
+        let proxy = Arc::new(Proxy::with_metrics(Arc::new(Metrics::new())));
         let server = Arc::new(Server::new(Arc::clone(&proxy)));
         let mut listeners = Vec::new();
         for addr in &options.listen {
@@ -120,6 +121,7 @@ impl App {
                 listener,
                 applier.status(),
                 options.api_token,
+                Arc::clone(&proxy),
             ));
         }
         Ok(App {

@@ -8,6 +8,9 @@
 //! good version), compiled into a [`Runtime`] that reuses unchanged backends, and swapped in
 //! atomically. When the registry is unreachable the last runtime keeps serving and the
 //! applier retries with backoff; when a watch ends it lists again.
+//!
+//! Every apply and registry failure is recorded in the proxy's
+//! [`Metrics`](crate::metrics::Metrics) (applies ok/failed, revision, registry connected).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -160,6 +163,7 @@ impl Applier {
                 }
             };
             backoff = Duration::from_millis(100);
+            self.proxy.metrics().set_registry_connected(true);
             let mut revision = listing.revision;
             let mut tree: BTreeMap<String, Bytes> = listing
                 .entries
@@ -208,6 +212,7 @@ impl Applier {
 
     fn registry_problem(&self, message: String) {
         tracing::warn!("{message}");
+        self.proxy.metrics().record_registry_error();
         self.status
             .send_modify(|s| s.registry_error = Some(message));
     }
@@ -236,6 +241,7 @@ impl Applier {
                     }
                 }
                 self.status.send_modify(|s| s.registry_error = None);
+                self.proxy.metrics().set_registry_connected(true);
                 true
             }
             WatchEvent::Reset(listing) => {
@@ -246,6 +252,7 @@ impl Applier {
                     .map(|kv| (kv.key, kv.value))
                     .collect();
                 self.status.send_modify(|s| s.registry_error = None);
+                self.proxy.metrics().set_registry_connected(true);
                 true
             }
             WatchEvent::Error(error) => {
@@ -294,10 +301,12 @@ impl Applier {
             apply_ms = started.elapsed().as_secs_f64() * 1000.0,
             "configuration applied"
         );
+        let applied_at = SystemTime::now();
+        self.proxy.metrics().record_apply(&snapshot, applied_at);
         self.status.send_modify(|s| {
             s.applied = true;
             s.snapshot = snapshot;
-            s.applied_at = Some(SystemTime::now());
+            s.applied_at = Some(applied_at);
         });
     }
 }
