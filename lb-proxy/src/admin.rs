@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | GET | `/v2/status` | `{"Status":"ok"\|"stale","Revision","Registry","RegistryConnected","RegistryError","AppliedAtUnix","ConfigAgeSeconds","StaleSeconds"}`; 503 `"starting"` before the first apply |
 //! | GET | `/v2/config` | the applied revision, a summary (objects per kind) and the per-object errors, each naming its key |
+//! | GET | `/v2/top/frontends`, `/v2/top/servers` | live stats, vulcand's `top` order ([`crate::metrics`]) |
+//! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`crate::metrics`]) |
 //! | GET | `/v2/frontends`, `/v2/backends`, `/v2/hosts`, `/v2/listeners` | `{"Frontends":[...]}` ... sorted by id |
 //! | GET | `/v2/frontends/{id}/middlewares`, `/v2/backends/{id}/servers` | `{"Middlewares":[...]}`, `{"Servers":[...]}` |
 //! | GET | any of those `/{id}` | the object |
@@ -51,6 +53,7 @@ use tokio::sync::watch;
 use crate::applier::ApplyStatus;
 use crate::body::{self, Body, BoxError};
 use crate::error::json_error;
+use crate::forward::Proxy;
 
 /// The largest request body the admin API reads (a host with its certificate chain fits).
 const MAX_BODY: usize = 4 << 20;
@@ -64,6 +67,7 @@ pub struct Admin {
     types: Types,
     strict: bool,
     token: Option<Box<[u8]>>,
+    proxy: Arc<Proxy>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -77,10 +81,12 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// An admin API over the applier's `status` that writes to `registry` and checks writes
-    /// with `types` (and `strict`, as `--strict` does for the proxy).
+    /// An admin API over the applier's `status` and `proxy`'s runtime (for `/metrics` and
+    /// `/v2/top`) that writes to `registry` and checks writes with `types` (and `strict`, as
+    /// `--strict` does for the proxy).
     pub fn new(
         status: watch::Receiver<ApplyStatus>,
+        proxy: Arc<Proxy>,
         registry: Arc<dyn Registry>,
         types: Types,
         strict: bool,
@@ -91,6 +97,7 @@ impl Admin {
             types,
             strict,
             token: None,
+            proxy,
         }
     }
 
@@ -177,6 +184,12 @@ impl Admin {
             "/v2/config" => {
                 only_get(&method)?;
                 return Ok(self.config_response());
+            }
+            "/metrics" | "/v2/top/frontends" | "/v2/top/servers" => {
+                only_get(&method)?;
+                if let Some(response) = crate::metrics::admin_answer(&parts.uri, &self.proxy) {
+                    return Ok(response);
+                }
             }
             _ => {}
         }

@@ -19,6 +19,7 @@ use crate::body::BoxError;
 use crate::demo::{self, Demo};
 use crate::forward::Proxy;
 use crate::health::HttpProber;
+use crate::metrics::Metrics;
 use crate::server::{ListenerHandle, Server};
 
 /// Where the configuration comes from.
@@ -84,7 +85,7 @@ impl App {
             RegistrySource::Url(url) => (lb_registry::open(&url)?, None),
             RegistrySource::Registry(registry) => (registry, None),
         };
-        let proxy = Arc::new(Proxy::new());
+        let proxy = Arc::new(Proxy::with_metrics(Arc::new(Metrics::new())));
         let server = Arc::new(Server::new(Arc::clone(&proxy)));
         let mut listeners = Vec::new();
         for addr in &options.listen {
@@ -120,6 +121,7 @@ impl App {
             tracing::info!(addr = %listener.local_addr()?, "admin API listening");
             let admin = Admin::new(
                 applier.status(),
+                Arc::clone(&proxy),
                 Arc::clone(&registry),
                 types,
                 options.applier.strict,

@@ -8,6 +8,9 @@
 //! good version), compiled into a [`Runtime`] that reuses unchanged backends, and swapped in
 //! atomically. When the registry is unreachable the last runtime keeps serving and the
 //! applier retries with backoff; when a watch ends it lists again.
+//!
+//! Every apply and registry failure is recorded in the proxy's
+//! [`Metrics`](crate::metrics::Metrics) (applies ok/failed, revision, registry connected).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -211,6 +214,7 @@ impl Applier {
 
     fn registry_problem(&self, message: String) {
         tracing::warn!("{message}");
+        self.proxy.metrics().record_registry_error();
         self.status.send_modify(|s| {
             s.registry_error = Some(message);
             s.registry_error_since.get_or_insert_with(SystemTime::now);
@@ -218,6 +222,7 @@ impl Applier {
     }
 
     fn registry_ok(&self) {
+        self.proxy.metrics().set_registry_connected(true);
         self.status.send_if_modified(|s| {
             let changed = s.registry_error.is_some();
             s.registry_error = None;
@@ -308,10 +313,12 @@ impl Applier {
             apply_ms = started.elapsed().as_secs_f64() * 1000.0,
             "configuration applied"
         );
+        let applied_at = SystemTime::now();
+        self.proxy.metrics().record_apply(&snapshot, applied_at);
         self.status.send_modify(|s| {
             s.applied = true;
             s.snapshot = snapshot;
-            s.applied_at = Some(SystemTime::now());
+            s.applied_at = Some(applied_at);
         });
     }
 }

@@ -24,6 +24,12 @@
 //! 404 no route; 503 no usable server; 502 connect or reset failure; 504 no response headers
 //! within the backend's `Read` timeout; 413 body over `MaxBodyBytes`; 400 a body the client
 //! broke off.
+//!
+//! # Metrics
+//!
+//! The counters of [`crate::metrics`] are bumped here through the handles the runtime holds
+//! (no lookup, no lock): the frontend's when a request is routed, when its response head
+//! leaves and when its body ends; the server's when an attempt ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +48,7 @@ use lb_route::ClientIp;
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
+use crate::metrics::{Metrics, UpstreamFailure};
 use crate::runtime::{FrontendRuntime, Runtime};
 
 pub use lb_core::config::failover::{DEFAULT_PREDICATE, MAX_ATTEMPTS};
@@ -52,6 +59,7 @@ pub use lb_middleware::ConnInfo;
 #[derive(Debug)]
 pub struct Proxy {
     runtime: ArcSwap<Runtime>,
+    metrics: Arc<Metrics>,
 }
 
 impl Default for Proxy {
@@ -61,11 +69,23 @@ impl Default for Proxy {
 }
 
 impl Proxy {
-    /// A proxy with an empty runtime (every request gets 404 until a runtime is stored).
+    /// A proxy with an empty runtime (every request gets 404 until a runtime is stored)
+    /// and fresh process-wide [`Metrics`].
     pub fn new() -> Self {
+        Self::with_metrics(Arc::default())
+    }
+
+    /// A proxy with an empty runtime that records process-wide counters in `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(Runtime::empty()),
+            metrics,
         }
+    }
+
+    /// The process-wide metrics (per-frontend and per-server counters live in the runtime).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The runtime in force.
@@ -90,7 +110,6 @@ impl Proxy {
             uri: req.uri().clone(),
             started,
             frontend: None,
-            backend: None,
             attempted: Attempted::default(),
             status: StatusCode::OK,
             bytes: 0,
@@ -109,12 +128,15 @@ impl Proxy {
             });
             (*m.value, captures)
         }) else {
+            self.metrics.count_unrouted();
             return log.finish(ProxyError::NoRoute.response());
         };
         let routed = runtime.frontend_at(index);
         let frontend = &routed.frontend;
-        log.frontend = Some(Arc::clone(&frontend.id));
-        log.backend = Some(Arc::clone(&frontend.backend.id));
+        frontend.stats.count_started();
+        // One reference serves the access log (frontend and backend ids) and the counters
+        // bumped when the response ends.
+        log.frontend = Some(Arc::clone(frontend));
         let response = match &routed.service {
             // The chain's innermost service is `forwarding_service`, which reports what it
             // attempted in the response's extensions.
@@ -290,7 +312,24 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Forwards with failover ([`attempts`]) and counts a transport failure answered to the
+/// client (502/504) as the frontend's network error.
 async fn forward(
+    frontend: &FrontendRuntime,
+    req: Request<Body>,
+    conn: ConnInfo,
+    log: &mut Attempted,
+) -> Result<Response<Body>, ProxyError> {
+    let result = attempts(frontend, req, conn, log).await;
+    if let Err(ProxyError::BadGateway | ProxyError::GatewayTimeout) = result {
+        frontend.stats.count_network_error();
+    }
+    result
+}
+
+/// Sends the request to the servers the balancer picks until one answers or failover gives
+/// up.
+async fn attempts(
     frontend: &FrontendRuntime,
     mut req: Request<Body>,
     conn: ConnInfo,
@@ -394,6 +433,9 @@ async fn forward(
             };
         };
         let server = &backend.servers[pick.index()];
+        if attempts > 1 {
+            frontend.stats.count_retry();
+        }
         log.server = Some(Arc::clone(&server.id));
         let Some(attempt_body) = body.take() else {
             return Err(ProxyError::BadGateway);
@@ -422,6 +464,12 @@ async fn forward(
         let (failure, status) = match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
+                // One clock read for the server's latency, its balancing state and the
+                // ejection decision.
+                let answered = Instant::now();
+                server
+                    .stats
+                    .count_answer(status, answered.saturating_duration_since(now));
                 let outcome = if status.is_server_error() {
                     Outcome::ServerError
                 } else {
@@ -431,7 +479,9 @@ async fn forward(
                     retry_allowed(frontend, &body, attempts, &parts.method, Some(status), None);
                 if !retry || upgrade {
                     let set_cookie = pick.set_cookie();
-                    pick.complete(outcome, Instant::now());
+                    if pick.complete(outcome, answered).is_some() {
+                        server.stats.count_ejection();
+                    }
                     if let (Some(name), Some(value)) = (sticky_name, set_cookie) {
                         let cookie = format!("{name}={value}; Path=/; HttpOnly");
                         if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -447,7 +497,9 @@ async fn forward(
                     headers::remove_hop_by_hop(response.headers_mut(), false);
                     return Ok(response.map(body::boxed));
                 }
-                pick.complete(outcome, Instant::now());
+                if pick.complete(outcome, answered).is_some() {
+                    server.stats.count_ejection();
+                }
                 tried.insert(server_key(balancer, &server.id));
                 last = Some(LastAttempt::Answered(response));
                 continue;
@@ -465,7 +517,16 @@ async fn forward(
             Failure::Timeout => Outcome::Timeout,
             Failure::BodyTooLarge => Outcome::Cancelled,
         };
-        pick.complete(outcome, Instant::now());
+        match failure {
+            Failure::Connect => server.stats.count_failure(UpstreamFailure::Connect),
+            Failure::Reset => server.stats.count_failure(UpstreamFailure::Reset),
+            Failure::Timeout => server.stats.count_failure(UpstreamFailure::Timeout),
+            // The client's body was too large: nothing to hold against the server.
+            Failure::BodyTooLarge => {}
+        }
+        if pick.complete(outcome, Instant::now()).is_some() {
+            server.stats.count_ejection();
+        }
         if failure == Failure::BodyTooLarge {
             return Err(ProxyError::BodyTooLarge);
         }
@@ -542,27 +603,33 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) 
 // === access log ===
 
 /// One access-log line, written when the response body ends (or is dropped).
+///
+/// It also ends the request in its frontend's counters, exactly once: when the response
+/// body ends, or, if the request is dropped before it has a response (the client went
+/// away), when the log is dropped; otherwise the in-flight gauge would never come down.
 #[derive(Debug)]
 struct AccessLog {
     method: Method,
     uri: Uri,
     started: Instant,
-    frontend: Option<Arc<str>>,
-    backend: Option<Arc<str>>,
+    frontend: Option<Arc<FrontendRuntime>>,
     attempted: Attempted,
     status: StatusCode,
     bytes: u64,
 }
 
 impl AccessLog {
-    /// Attaches the log to the response body.
+    /// Counts the response by status and attaches the log (and the latency count) to the
+    /// response body.
     fn finish(&mut self, response: Response<Body>) -> Response<Body> {
+        if let Some(frontend) = &self.frontend {
+            frontend.stats.count_response(response.status());
+        }
         let log = AccessLog {
             method: self.method.clone(),
             uri: self.uri.clone(),
             started: self.started,
             frontend: self.frontend.take(),
-            backend: self.backend.take(),
             attempted: std::mem::take(&mut self.attempted),
             status: response.status(),
             bytes: 0,
@@ -571,24 +638,37 @@ impl AccessLog {
             body::on_end(inner, move |end| {
                 let mut log = log;
                 log.bytes = end.bytes;
-                log.write();
+                // One clock read for the log line and the histogram.
+                let duration = log.started.elapsed();
+                log.write(duration);
+                if let Some(frontend) = log.frontend.take() {
+                    frontend.stats.count_end(duration);
+                }
             })
         })
     }
 
-    fn write(&self) {
-        let duration: Duration = self.started.elapsed();
+    fn write(&self, duration: Duration) {
         tracing::info!(
             target: "access",
             method = %self.method,
             path = self.uri.path(),
             status = self.status.as_u16(),
             duration_ms = duration.as_secs_f64() * 1000.0,
-            frontend = self.frontend.as_deref().unwrap_or("-"),
-            backend = self.backend.as_deref().unwrap_or("-"),
+            frontend = self.frontend.as_ref().map_or("-", |f| &*f.id),
+            backend = self.frontend.as_ref().map_or("-", |f| &*f.backend.id),
             server = self.attempted.server.as_deref().unwrap_or("-"),
             attempts = self.attempted.attempts,
             bytes = self.bytes,
         );
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        // Still holding the frontend: the request never reached `finish` (or its body's end).
+        if let Some(frontend) = self.frontend.take() {
+            frontend.stats.count_end(self.started.elapsed());
+        }
     }
 }

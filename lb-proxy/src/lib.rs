@@ -6,7 +6,8 @@
 //! swapped into the [`forward::Proxy`]), the [`server::Server`] accept loops and the
 //! [`admin`] API. [`forward`] is the request path; [`headers`] the forwarding rules;
 //! [`upstream`] the per-backend connection pools; [`health`] the HTTP prober for lb-core's
-//! health checks; [`demo`] the embedded default. The README describes the behaviour.
+//! health checks; [`metrics`] the Prometheus metrics and live stats; [`demo`] the embedded
+//! default. The README describes the behaviour.
 //!
 //! Embedding the proxy with an in-memory registry:
 //!
@@ -52,6 +53,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod upstream;

@@ -5,6 +5,11 @@
 //! what did not change: a backend whose settings and servers are unchanged keeps its whole
 //! runtime, one whose pool settings are unchanged keeps its pool (and its open connections),
 //! and per-server balancing state lives in the long-lived [`StateStore`].
+//!
+//! Metric handles are resolved here too: every frontend and server carries its
+//! [`FrontendStats`] / [`ServerStats`], taken over from the previous runtime by id (so a
+//! configuration change does not reset a counter) or created for a new id; the request path
+//! increments them directly, without a lookup.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use lb_core::config::{BackendEntry, FrontendEntry, Scheme, ServerEntry, Snapshot
 use lb_middleware::{Chain, HttpService, Types};
 use lb_route::Router;
 
+use crate::metrics::{FrontendStats, ServerStats};
 use crate::upstream::{PoolSettings, Upstream};
 
 /// A compiled snapshot.
@@ -51,6 +57,8 @@ pub struct FrontendRuntime {
     pub backend: Arc<BackendRuntime>,
     /// The value of `X-Forwarded-Server`.
     pub server_header: HeaderValue,
+    /// Its counters, kept across snapshots while the frontend id stays.
+    pub stats: Arc<FrontendStats>,
 }
 
 /// A backend ready to serve.
@@ -79,6 +87,8 @@ pub struct ServerRuntime {
     pub authority: Authority,
     /// The `Host` header sent when the frontend does not pass the client's.
     pub host_header: HeaderValue,
+    /// Its counters, kept across snapshots while the (backend id, server id) pair stays.
+    pub stats: Arc<ServerStats>,
 }
 
 impl Runtime {
@@ -121,23 +131,18 @@ impl Runtime {
             let backend = match reused {
                 Some(old) => Arc::clone(old),
                 None => {
-                    let old_pool = previous
+                    let old = previous
                         .and_then(|p| p.backends.get(entry.config.id.as_str()))
-                        .map(|old| &old.upstream);
-                    Arc::new(build_backend(entry, servers, old_pool, store, now))
+                        .map(|old| &**old);
+                    Arc::new(build_backend(entry, servers, old, store, now))
                 }
             };
             backends.insert(Arc::clone(&backend.id), backend);
         }
         store.retain_backends(|id| backends.contains_key(id));
 
-        let previous_chains: HashMap<&str, &Chain> = previous
-            .map(|p| {
-                p.frontends
-                    .iter()
-                    .map(|f| (&*f.frontend.id, &f.chain))
-                    .collect()
-            })
+        let previous_frontends: HashMap<&str, &RoutedFrontend> = previous
+            .map(|p| p.frontends.iter().map(|f| (&*f.frontend.id, f)).collect())
             .unwrap_or_default();
         let mut router = Router::new();
         let mut frontends = Vec::with_capacity(snapshot.frontends().len());
@@ -151,6 +156,7 @@ impl Runtime {
                 name => HeaderValue::from_str(name).unwrap_or_else(|_| hostname.clone()),
             };
             let id: Arc<str> = Arc::from(entry.config.id.as_str());
+            let old = previous_frontends.get(&*id).copied();
             router.insert_expr(
                 Arc::clone(&id),
                 entry.config.priority,
@@ -162,12 +168,13 @@ impl Runtime {
                 entry: Arc::clone(entry),
                 backend: Arc::clone(backend),
                 server_header,
+                stats: old.map_or_else(Default::default, |old| Arc::clone(&old.frontend.stats)),
             });
             let chain = Chain::build(
                 types,
                 &frontend.id,
                 &snapshot.middlewares(&frontend.id),
-                previous_chains.get(&*frontend.id).copied(),
+                old.map(|old| &old.chain),
             );
             let service = (!chain.is_empty())
                 .then(|| chain.apply(crate::forward::forwarding_service(Arc::clone(&frontend))));
@@ -211,10 +218,12 @@ impl Runtime {
     }
 }
 
+/// Builds a backend, keeping `old`'s pool while its settings are unchanged and its servers'
+/// counters by id.
 fn build_backend(
     entry: &Arc<BackendEntry>,
     servers: Vec<Arc<ServerEntry>>,
-    old_pool: Option<&Upstream>,
+    old: Option<&BackendRuntime>,
     store: &StateStore,
     now: Instant,
 ) -> BackendRuntime {
@@ -223,10 +232,13 @@ fn build_backend(
         timeouts: entry.config.settings.timeouts,
         keep_alive: entry.config.settings.keep_alive,
     };
-    let upstream = match old_pool {
+    let upstream = match old.map(|old| &old.upstream) {
         Some(pool) if *pool.settings() == settings => pool.clone(),
         _ => Upstream::new(settings),
     };
+    let old_stats: HashMap<&str, &Arc<ServerStats>> = old
+        .map(|old| old.servers.iter().map(|s| (&*s.id, &s.stats)).collect())
+        .unwrap_or_default();
     let mut ready = Vec::with_capacity(servers.len());
     for server in servers {
         if server.target.scheme == Scheme::Https {
@@ -243,11 +255,15 @@ fn build_backend(
                 "server address is not a valid authority; the server is left out");
             continue;
         };
+        let stats = old_stats
+            .get(server.config.id.as_str())
+            .map_or_else(Default::default, |stats| Arc::clone(stats));
         ready.push(ServerRuntime {
             id: Arc::from(server.config.id.as_str()),
             entry: server,
             authority: parsed,
             host_header,
+            stats,
         });
     }
     let specs: Vec<ServerSpec<'_>> = ready

@@ -19,9 +19,12 @@
 //!
 //! State: one counter per key with requests in flight, in 32 independently locked shards; a
 //! key whose count drops to zero is removed, so memory follows the requests in flight. The
-//! layer never fails and is always ready.
+//! layer never fails and is always ready; its status is `{"Keys": n, "InFlight": n,
+//! "Limit": n, "Rejected": n}`, `Rejected` counting the 429s since the middleware was built
+//! (the proxy exports it as `lb_middleware_rejections_total`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -119,6 +122,7 @@ impl MiddlewareType for ConnLimit {
             limit,
             variable,
             in_flight: Sharded::new(SHARDS),
+            rejected: AtomicU64::new(0),
         });
         let status = Arc::clone(&counters);
         Ok(HttpLayer::from_fn(move |next: HttpService| {
@@ -148,7 +152,12 @@ impl MiddlewareType for ConnLimit {
                 keys += shard.len() as u64;
                 in_flight += shard.values().sum::<u64>();
             });
-            serde_json::json!({"Keys": keys, "InFlight": in_flight, "Limit": status.limit})
+            serde_json::json!({
+                "Keys": keys,
+                "InFlight": in_flight,
+                "Limit": status.limit,
+                "Rejected": status.rejected.load(Ordering::Relaxed),
+            })
         })))
     }
 
@@ -162,6 +171,8 @@ struct Counters {
     limit: u64,
     variable: Variable,
     in_flight: Sharded<u64>,
+    /// Requests refused (429) since the middleware was built.
+    rejected: AtomicU64,
 }
 
 impl Counters {
@@ -170,12 +181,24 @@ impl Counters {
         let mut buf = [0; 16];
         let key = key_of(&this.variable, req, &mut buf);
         let hash = this.in_flight.hash(key);
-        let mut shard = this.in_flight.lock(hash);
-        match shard.get_mut(hash, key) {
-            Some(count) if *count >= this.limit => return None,
-            Some(count) => *count += 1,
-            None if this.limit == 0 => return None,
-            None => shard.insert(hash, key, 1),
+        let admitted = {
+            let mut shard = this.in_flight.lock(hash);
+            match shard.get_mut(hash, key) {
+                Some(count) if *count >= this.limit => false,
+                Some(count) => {
+                    *count += 1;
+                    true
+                }
+                None if this.limit == 0 => false,
+                None => {
+                    shard.insert(hash, key, 1);
+                    true
+                }
+            }
+        };
+        if !admitted {
+            this.rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
         Some(Guard {
             counters: Arc::clone(this),
@@ -291,6 +314,11 @@ mod tests {
         assert_eq!(
             body::collect_string(refused).await,
             r#"{"error":"max connections reached: 2"}"#
+        );
+        assert_eq!(
+            layer.status().unwrap()["Rejected"],
+            1,
+            "refusals are counted"
         );
         // Another client has its own count.
         let other = svc.oneshot(from("10.0.0.2:1")).await;

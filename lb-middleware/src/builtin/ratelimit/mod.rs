@@ -33,12 +33,14 @@
 //! seen and never refreshed, so a client hammering the proxy got a fresh, full bucket every
 //! `10 × period + 1` seconds. Each request takes one shard lock and stores nothing unless
 //! its key is new. The layer never fails and is always ready; its status is
-//! `{"Keys": n, "Capacity": 65536}`.
+//! `{"Keys": n, "Capacity": 65536, "Rejected": n}`, `Rejected` counting the 429s since the
+//! middleware was built (the proxy exports it as `lb_middleware_rejections_total`).
 
 mod bucket;
 mod limiter;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode, header};
@@ -183,6 +185,7 @@ impl MiddlewareType for RateLimit {
         let state = Arc::new(State {
             settings: config.compile()?,
             limiter: Limiter::new(DEFAULT_CAPACITY),
+            rejected: AtomicU64::new(0),
         });
         let status = Arc::clone(&state);
         Ok(HttpLayer::from_fn(move |next: HttpService| {
@@ -193,6 +196,7 @@ impl MiddlewareType for RateLimit {
             serde_json::json!({
                 "Keys": status.limiter.len(),
                 "Capacity": status.limiter.capacity(),
+                "Rejected": status.rejected.load(Ordering::Relaxed),
             })
         })))
     }
@@ -206,6 +210,8 @@ impl MiddlewareType for RateLimit {
 struct State {
     settings: Settings,
     limiter: Limiter,
+    /// Requests refused (429) since the middleware was built.
+    rejected: AtomicU64,
 }
 
 impl State {
@@ -216,7 +222,10 @@ impl State {
         let key = key_of(&self.settings.variable, &req, &mut buf);
         match self.limiter.admit(key, rates) {
             Ok(()) => next.oneshot(req),
-            Err(wait) => Box::pin(std::future::ready(too_many_requests(wait))),
+            Err(wait) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Box::pin(std::future::ready(too_many_requests(wait)))
+            }
         }
     }
 

@@ -213,6 +213,11 @@ async fn the_number_of_keys_is_bounded() {
         code(&svc, from("10.0.0.1:1").header("x-key", last)).await,
         429
     );
+    assert_eq!(
+        layer.status().unwrap()["Rejected"],
+        1,
+        "refusals are counted"
+    );
 }
 
 #[test]
