@@ -91,7 +91,8 @@ impl Lbproxy {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                let fields = &event["fields"];
+                // `--log-format json` flattens an event's fields into the object.
+                let fields = &event;
                 if fields["message"] == "configuration applied" {
                     let revision = fields["revision"].as_u64().unwrap_or_default();
                     let ms = fields["apply_ms"].as_f64().unwrap_or_default();
