@@ -48,6 +48,7 @@ pub mod app;
 pub mod applier;
 pub mod body;
 pub mod cli;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod forward;
