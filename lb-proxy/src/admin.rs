@@ -42,7 +42,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use lb_core::config::duration::parse_go_duration;
-use lb_core::config::{ConfigError, ObjectKey, Severity, Snapshot, SnapshotBuilder};
+use lb_core::config::{ConfigError, ObjectKey, Severity, Snapshot};
 use lb_middleware::Types;
 use lb_registry::{Precondition, Registry, RegistryError};
 use serde::Serialize;
@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::applier::ApplyStatus;
+use crate::applier::{ApplyStatus, build_snapshot};
 use crate::body::{self, Body, BoxError};
 use crate::error::json_error;
 use crate::forward::Proxy;
@@ -455,10 +455,13 @@ impl Admin {
             None => {}
         }
         entries.push((key.to_string(), value.to_vec()));
-        let trial = SnapshotBuilder::new()
-            .strict(self.strict)
-            .middleware_types(&self.types)
-            .build(0, entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let trial = build_snapshot(
+            0,
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            self.strict,
+            &self.types,
+            None,
+        );
         let own = key.to_string();
         let errors: Vec<&ConfigError> = trial
             .errors()

@@ -279,13 +279,13 @@ impl Applier {
     pub fn apply(&self, tree: &BTreeMap<String, Bytes>, revision: u64) {
         let started = Instant::now();
         let previous = Arc::clone(&self.status.borrow().snapshot);
-        let snapshot = Arc::new(
-            SnapshotBuilder::new()
-                .strict(self.config.strict)
-                .middleware_types(&self.types)
-                .previous(&previous)
-                .build(revision, tree.iter().map(|(k, v)| (k.as_str(), v.as_ref()))),
-        );
+        let snapshot = Arc::new(build_snapshot(
+            revision,
+            tree.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
+            self.config.strict,
+            &self.types,
+            Some(&previous),
+        ));
         let diff = Diff::between(&previous, &snapshot);
         let old = self.proxy.runtime();
         let runtime = Arc::new(Runtime::build(
@@ -321,6 +321,35 @@ impl Applier {
             s.applied_at = Some(applied_at);
         });
     }
+}
+
+/// Builds the snapshot of a registry tree exactly as lbproxy's applier does: `strict` as
+/// `--strict`, middleware configs checked with `types`, and bad objects replaced by their
+/// good version in `previous` (the snapshot in force, if any). Keys are relative to the
+/// registry prefix.
+///
+/// The applier, the admin API's check of a write, and `lbctl validate` all call it;
+/// `lbctl validate` calls it without a previous snapshot, so every error it reports is one
+/// the proxy would report for the same tree on a fresh start.
+pub fn build_snapshot<'e, I, K, V>(
+    revision: u64,
+    entries: I,
+    strict: bool,
+    types: &Types,
+    previous: Option<&Snapshot>,
+) -> Snapshot
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str> + 'e,
+    V: AsRef<[u8]> + 'e,
+{
+    let mut builder = SnapshotBuilder::new()
+        .strict(strict)
+        .middleware_types(types);
+    if let Some(previous) = previous {
+        builder = builder.previous(previous);
+    }
+    builder.build(revision, entries)
 }
 
 fn checked_backends(runtime: &Runtime) -> Vec<CheckedBackend> {

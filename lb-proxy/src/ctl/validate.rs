@@ -9,49 +9,20 @@
 //! lose their prefix (everything before the first `hosts`, `listeners`, `frontends` or
 //! `backends` segment, or `--prefix`) the way the etcd registry strips it.
 //!
-//! The tree then goes through [`build_snapshot`], the one function that turns a tree into a
+//! The tree then goes through [`build_snapshot`](crate::applier::build_snapshot), the one function that turns a tree into a
 //! snapshot for the proxy's applier too, with the same strictness and middleware types.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use lb_core::config::file::{self, Format};
-use lb_core::config::{Severity, Snapshot, SnapshotBuilder};
+use lb_core::config::{Severity, Snapshot};
 use lb_middleware::Types;
 use serde_json::{Value, json};
 
 use super::client::Failure;
 use super::output;
-
-// === The shared snapshot build ===
-
-/// Builds the snapshot of a registry tree exactly as lbproxy's applier does: `strict` as
-/// `--strict`, middleware configs checked with `types`, and bad objects replaced by their
-/// good version in `previous` (the snapshot in force, if any). Keys are relative to the
-/// registry prefix.
-///
-/// `lbctl validate` calls it without a previous snapshot, so every error it reports is one
-/// the proxy would report for the same tree on a fresh start.
-pub fn build_snapshot<'e, I, K, V>(
-    revision: u64,
-    entries: I,
-    strict: bool,
-    types: &Types,
-    previous: Option<&Snapshot>,
-) -> Snapshot
-where
-    I: IntoIterator<Item = (K, V)>,
-    K: AsRef<str> + 'e,
-    V: AsRef<[u8]> + 'e,
-{
-    let mut builder = SnapshotBuilder::new()
-        .strict(strict)
-        .middleware_types(types);
-    if let Some(previous) = previous {
-        builder = builder.previous(previous);
-    }
-    builder.build(revision, entries)
-}
+use crate::applier::build_snapshot;
 
 // === Command ===
 
