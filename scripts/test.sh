@@ -3,6 +3,7 @@
 #
 # 1. Installs what the tests need when it is missing (Debian packages, via apt-get):
 #      etcd-server        a real etcd for the registry tests
+#      chromium           headless Chromium for the dashboard test (lb-proxy/tests/dashboard.rs)
 #      protobuf-compiler  protoc, which etcd-client's build script needs
 #      libprotobuf-dev    protobuf's well-known .proto files, which etcd-client's build also
 #                         needs (only a Recommends of protobuf-compiler)
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 # command -> Debian package that provides it
 declare -A tools=(
   [etcd]=etcd-server
+  [chromium]=chromium
   [protoc]=protobuf-compiler
 )
 

@@ -157,7 +157,12 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
-        constant_time_eq(given, expected)
+        // The dashboard is opened in a browser, which cannot add a header: `?token=T`.
+        let from_query = (req.uri().query())
+            .filter(|_| req.uri().path() == "/dashboard")
+            .and_then(crate::dashboard::query_token)
+            .is_some_and(|t| constant_time_eq(format!("Bearer {t}").as_bytes(), expected));
+        from_query || constant_time_eq(given, expected)
     }
 
     async fn route<B>(&self, req: Request<B>) -> Result<Response<Body>, Failure>
@@ -190,6 +195,10 @@ impl Admin {
                 if let Some(response) = crate::metrics::admin_answer(&parts.uri, &self.proxy) {
                     return Ok(response);
                 }
+            }
+            "/dashboard" => {
+                only_get(&method)?;
+                return Ok(crate::dashboard::response());
             }
             _ => {}
         }

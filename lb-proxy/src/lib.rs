@@ -49,6 +49,7 @@ pub mod applier;
 pub mod body;
 pub mod cli;
 pub mod ctl;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod forward;

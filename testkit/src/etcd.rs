@@ -229,7 +229,7 @@ fn free_port() -> u16 {
 }
 
 /// The first `name` in the directories of `PATH` that is a file.
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))

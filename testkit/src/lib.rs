@@ -3,6 +3,8 @@
 //!
 //! - [`etcd`]: starts a real etcd (Debian's `etcd-server`) on free loopback ports with a
 //!   temporary data directory, and stops it on drop.
+//! - [`chromium`]: headless Chromium (Debian's `chromium`) that loads a page, runs its
+//!   scripts on a virtual clock and returns the rendered DOM.
 //! - [`consul`]: an in-process Consul HTTP API server on 127.0.0.1 that follows Consul's
 //!   documented semantics (no Consul server can be installed on the test machines).
 //!
@@ -12,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chromium;
 pub mod consul;
 pub mod etcd;
 

@@ -248,6 +248,23 @@ impl Proxy {
         Proxy { app, registry }
     }
 
+    /// Starts a proxy with an empty registry whose admin API needs `token`
+    /// (`--api-token`).
+    pub async fn start_with_api_token(token: &str) -> Proxy {
+        let registry = Arc::new(MemoryRegistry::new());
+        let app = App::start(Options {
+            registry: RegistrySource::Registry(Arc::clone(&registry) as Arc<dyn Registry>),
+            listen: vec!["127.0.0.1:0".parse().expect("address")],
+            api: Some("127.0.0.1:0".parse().expect("address")),
+            api_token: Some(token.to_owned()),
+            applier: ApplierConfig::default(),
+            middleware_types: lb_middleware::Types::builtin(),
+        })
+        .await
+        .expect("the proxy starts");
+        Proxy { app, registry }
+    }
+
     /// The errors of the snapshot in force.
     pub fn config_errors(&self) -> Vec<lb_core::config::ConfigError> {
         self.app.status().borrow().snapshot.errors().to_vec()
