@@ -7,6 +7,7 @@
 //! | GET | `/v2/config` | the applied revision, a summary (objects per kind) and the per-object errors, each naming its key |
 //! | GET | `/v2/top/frontends`, `/v2/top/servers` | live stats, vulcand's `top` order ([`crate::metrics`]) |
 //! | GET | `/metrics` | Prometheus (OpenMetrics) text ([`crate::metrics`]) |
+//! | GET | `/dashboard` | the live dashboard page ([`crate::dashboard`]); also accepts `?token=` |
 //! | GET | `/v2/frontends`, `/v2/backends`, `/v2/hosts`, `/v2/listeners` | `{"Frontends":[...]}` ... sorted by id |
 //! | GET | `/v2/frontends/{id}/middlewares`, `/v2/backends/{id}/servers` | `{"Middlewares":[...]}`, `{"Servers":[...]}` |
 //! | GET | any of those `/{id}` | the object |
