@@ -9,7 +9,7 @@
 //! lose their prefix (everything before the first `hosts`, `listeners`, `frontends` or
 //! `backends` segment, or `--prefix`) the way the etcd registry strips it.
 //!
-//! The tree then goes through [`build_snapshot`](crate::applier::build_snapshot), the one function that turns a tree into a
+//! The tree then goes through [`build_snapshot`], the one function that turns a tree into a
 //! snapshot for the proxy's applier too, with the same strictness and middleware types.
 
 use std::path::{Path, PathBuf};
