@@ -1170,3 +1170,337 @@ mod tests {
         assert_eq!(http_host_port("http://10.0.0.1"), None);
     }
 }
+
+/// Hostile Consul catalog answers. Whatever `/v1/catalog/services`, `/v1/health/service/<name>`
+/// and the overrides listing return (arbitrary bytes, wrong shapes, odd names, IDs, nodes,
+/// addresses and ports, values that are not base64), decoding never panics and either fails
+/// with an error naming the request or gives data from which the synthesized tree uses only
+/// keys of vulcand's layout; and a sane catalog gives a tree the snapshot builder accepts
+/// without a single error.
+///
+/// Seeded; `PROPTEST_CASES` overrides the case counts (`scripts/fuzz.sh` uses 100 000).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use lb_core::config::{ObjectKey, SnapshotBuilder};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    const REQUEST: &str = "GET /v1/test";
+    const OVERRIDES: &str = "lb/services/";
+
+    fn config(default_cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_cases);
+        Config {
+            cases,
+            rng_seed: RngSeed::Fixed(0x5eed_ca7a),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn reply(body: Vec<u8>, found: bool) -> Reply {
+        Reply {
+            request: REQUEST.to_owned(),
+            status: if found {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            },
+            index: Some(3),
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Names, IDs and nodes: mostly sane, often hostile.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z][a-z0-9-]{0,6}",
+            1 => prop::sample::select(vec![
+                "web", "a/b", "a.b", "", "/", "//", "a`b", "<id>", "a b", "é", "x@y", "..", "*",
+                "PathPrefix(`/`)", "\"", "\\", "\n",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn address() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => any::<[u8; 4]>().prop_map(|a| std::net::Ipv4Addr::from(a).to_string()),
+            1 => any::<[u8; 16]>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
+            1 => prop::sample::select(vec![
+                "", "localhost", "[::1]", "[::1", "::1]", "10.0.0.1:80", "a b", "é.example",
+                "http://x", "10.0.0.1/8", "fe80::1%eth0",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn tags() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => prop::collection::vec(prop_oneof![3 => Just("rest".to_owned()), 1 => name()], 0..3)
+                .prop_map(|t| json!(t)),
+            1 => Just(Value::Null),
+            1 => Just(json!("rest")),
+            1 => Just(json!([1])),
+        ]
+    }
+
+    /// `/v1/catalog/services`: name → tags, or something else.
+    fn services_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => prop::collection::vec((name(), tags()), 0..6)
+                .prop_map(|s| Value::Object(s.into_iter().collect()).to_string().into_bytes()),
+            1 => any::<Vec<u8>>(),
+            1 => prop::sample::select(vec!["[]", "null", "{\"a\":{}}", "{", ""])
+                .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    fn port() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => (1u16..).prop_map(|p| json!(p)),
+            1 => prop::sample::select(vec![json!(0), json!(65536), json!(-1), json!("80"), json!(1.5), Value::Null]),
+        ]
+    }
+
+    fn health_entry() -> impl Strategy<Value = Value> {
+        (
+            name(),
+            address(),
+            // Often the same ID on several nodes, which qualifies it with the node's name.
+            prop_oneof![2 => Just("i1".to_owned()), 3 => name()],
+            address(),
+            port(),
+            prop::collection::vec(
+                prop_oneof![4 => Just("passing"), 1 => Just("warning"), 1 => Just("critical"), 1 => Just("")],
+                0..3,
+            ),
+        )
+            .prop_map(|(node, node_address, id, address, port, checks)| {
+                let checks: Vec<Value> = checks.iter().map(|s| json!({"Status": s})).collect();
+                json!({"Node": {"Node": node, "Address": node_address},
+                    "Service": {"ID": id, "Service": "svc", "Address": address, "Port": port, "Tags": ["rest"]},
+                    "Checks": checks})
+            })
+    }
+
+    /// `/v1/health/service/<name>`: entries, or something else.
+    fn health_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => prop::collection::vec(health_entry(), 0..6)
+                .prop_map(|es| Value::Array(es).to_string().into_bytes()),
+            1 => any::<Vec<u8>>(),
+            1 => prop::sample::select(vec!["{}", "null", "[{}]", "[{\"Node\":null}]", "[", ""])
+                .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    fn override_entry() -> impl Strategy<Value = Value> {
+        let encode = |s: String| json!(base64::engine::general_purpose::STANDARD.encode(s));
+        (
+            prop_oneof![3 => Just(OVERRIDES), 1 => Just("lb/other/"), 1 => Just("")],
+            name(),
+            prop::sample::select(vec!["maxconn", "timeouts/read", "timeouts/dial", "balancer", "other", ""]),
+            prop_oneof![
+                4 => prop::sample::select(vec![
+                    "100", "-1", "99999999999", "5s", "0s", "-1s", "1.5h", "94522879700260684295381835.9h",
+                    "p2c-ewma", "", " 7 ", "nope",
+                ])
+                .prop_map(move |s| encode(s.to_owned())),
+                1 => any::<String>().prop_map(encode),
+                1 => Just(Value::Null),
+                1 => Just(json!("!!not base64")),
+            ],
+        )
+            .prop_map(|(prefix, name, setting, value)| {
+                json!({"Key": format!("{prefix}{name}/{setting}"), "Value": value})
+            })
+    }
+
+    fn overrides_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => prop::collection::vec(override_entry(), 0..6)
+                .prop_map(|es| Value::Array(es).to_string().into_bytes()),
+            1 => any::<Vec<u8>>(),
+        ]
+    }
+
+    /// Decoding never panics; an error names the request.
+    fn total<T>(result: Result<T, ConsulError>) -> Result<Option<T>, TestCaseError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                prop_assert!(error.to_string().starts_with(REQUEST), "{}", error);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The state the watch would hold after these answers; `None` if one failed to decode.
+    fn state(
+        services: Vec<u8>,
+        health: Vec<Vec<u8>>,
+        overrides: Vec<u8>,
+        overrides_found: bool,
+    ) -> Result<Option<CatalogState>, TestCaseError> {
+        let services = total(decode_services(&reply(services, true)))?;
+        let overrides = total(decode_overrides(
+            OVERRIDES,
+            &reply(overrides, overrides_found),
+        ))?;
+        let mut healths = Vec::new();
+        for body in health {
+            healths.push(total(decode_health(&reply(body, true)))?);
+        }
+        let (Some(services), Some(overrides)) = (services, overrides) else {
+            return Ok(None);
+        };
+        for instance in healths.iter().flatten().flatten() {
+            prop_assert!(
+                instance.port != 0 && !instance.address.is_empty() && !instance.id.is_empty()
+            );
+        }
+        // The health answers go to the services in name order, as the watch would ask.
+        let health = services
+            .keys()
+            .zip(healths)
+            .filter_map(|(name, data)| {
+                Some((
+                    name.clone(),
+                    Indexed {
+                        index: 1,
+                        data: data?,
+                    },
+                ))
+            })
+            .collect();
+        Ok(Some(CatalogState {
+            services: Indexed {
+                index: 1,
+                data: services,
+            },
+            health,
+            overrides: Indexed {
+                index: 1,
+                data: overrides,
+            },
+        }))
+    }
+
+    /// What the property below found: an ID registered on two nodes is qualified with the
+    /// node's name as is, so a node name with a `/` makes a key outside the layout and the
+    /// instance is dropped.
+    #[test]
+    fn an_id_on_two_nodes_whose_name_has_a_slash_keeps_a_layout_key() {
+        let body = json!([
+            {"Node": {"Node": "rack/1", "Address": "10.0.0.1"}, "Service": {"ID": "web", "Port": 80}},
+            {"Node": {"Node": "rack2", "Address": "10.0.0.2"}, "Service": {"ID": "web", "Port": 80}},
+        ]);
+        let instances = decode_health(&reply(body.to_string().into_bytes(), true)).unwrap();
+        let state = CatalogState {
+            services: Indexed {
+                index: 1,
+                data: BTreeMap::from([("web".to_owned(), vec!["rest".to_owned()])]),
+            },
+            health: BTreeMap::from([(
+                "web".to_owned(),
+                Indexed {
+                    index: 1,
+                    data: instances,
+                },
+            )]),
+            overrides: Indexed::default(),
+        };
+        let tree = synthesize(&state, "rest");
+        let servers: Vec<&String> = tree.keys().filter(|k| k.contains("/servers/")).collect();
+        assert_eq!(servers.len(), 2, "{servers:?}");
+        for key in servers {
+            assert!(
+                ObjectKey::parse(key).is_some(),
+                "{key:?} is outside the layout"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        /// Any answers decode or fail with the request named, and the synthesized tree
+        /// uses only keys of vulcand's layout, so no instance is silently dropped as "not a
+        /// key of the vulcand layout".
+        #[test]
+        fn catalog_answers_never_panic_and_give_layout_keys(
+            services in services_body(),
+            health in prop::collection::vec(health_body(), 0..6),
+            overrides in overrides_body(),
+            overrides_found in any::<bool>(),
+        ) {
+            let Some(state) = state(services, health, overrides, overrides_found)? else {
+                return Ok(());
+            };
+            let tree = synthesize(&state, "rest");
+            for key in tree.keys() {
+                prop_assert!(ObjectKey::parse(key).is_some(), "synthesized key {:?} is outside the layout", key);
+            }
+            let snapshot = SnapshotBuilder::new().build(1, tree.iter());
+            for error in snapshot.errors() {
+                prop_assert!(tree.contains_key(&error.key), "{}", error);
+            }
+        }
+
+        /// A sane catalog (DNS-style names, real addresses and ports, passing checks, valid
+        /// overrides) synthesizes a tree the snapshot builder accepts whole.
+        #[test]
+        fn a_sane_catalog_builds_without_errors(
+            services in prop::collection::btree_map("[a-z][a-z0-9-]{0,6}(/v[0-9])?", Just(vec!["rest".to_owned()]), 1..4),
+            instances in prop::collection::vec(
+                (
+                    "[a-z][a-z0-9-]{0,6}",
+                    "[a-z][a-z0-9-]{0,4}",
+                    prop_oneof![
+                        any::<[u8; 4]>().prop_map(|a| std::net::Ipv4Addr::from(a).to_string()),
+                        any::<[u8; 16]>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
+                    ],
+                    1u16..,
+                ),
+                0..6,
+            ),
+            maxconn in prop::option::of(1u32..1000),
+        ) {
+            let mut health: BTreeMap<String, Indexed<Vec<Instance>>> = BTreeMap::new();
+            let mut seen = BTreeSet::new();
+            for (i, (id, node, address, port)) in instances.into_iter().enumerate() {
+                // Consul keeps one instance per (ID, node).
+                if !seen.insert((id.clone(), node.clone())) {
+                    continue;
+                }
+                let name = services.keys().nth(i % services.len()).unwrap().clone();
+                health.entry(name).or_default().data.push(Instance { id, node, address, port });
+            }
+            for name in services.keys() {
+                health.entry(name.clone()).or_default();
+            }
+            let overrides = services
+                .keys()
+                .map(|name| (name.clone(), Overrides { max_conns: maxconn, read: Some("5s".into()), dial: None, balancer: None }))
+                .collect();
+            let state = CatalogState {
+                services: Indexed { index: 1, data: services.clone() },
+                health,
+                overrides: Indexed { index: 1, data: overrides },
+            };
+            let tree = synthesize(&state, "rest");
+            let snapshot = SnapshotBuilder::new().build(1, tree.iter());
+            prop_assert!(snapshot.errors().is_empty(), "{:?}", snapshot.errors());
+            // Two names may map to one backend id (`a/v1` and `a.v1`): the first keeps it.
+            let ids: BTreeSet<String> = services.keys().map(|n| backend_id(n)).collect();
+            prop_assert_eq!(snapshot.frontends().len(), ids.len());
+        }
+    }
+}

@@ -891,3 +891,213 @@ mod tests {
         assert_eq!(tree.get("listeners/l1").unwrap(), "{}");
     }
 }
+
+/// Hostile Consul KV answers. Whatever `GET /v1/kv/PREFIX/?recurse` returns (arbitrary
+/// bytes, JSON of the wrong shape, keys outside the prefix, folders, values that are not
+/// base64, flat keys with odd addresses), decoding never panics and either fails with an
+/// error naming the request or gives a tree of well-formed keys; and the merged tree the
+/// watch maintains with [`merge_changes`] equals the one a fresh listing would give.
+///
+/// Seeded; `PROPTEST_CASES` overrides the case counts (`scripts/fuzz.sh` uses 100 000).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use lb_core::config::ObjectKey;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+    use serde_json::{Value, json};
+
+    const PREFIX: &str = "vulcand/";
+    const REQUEST: &str = "GET /v1/kv/vulcand/?recurse";
+
+    fn config(default_cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_cases);
+        Config {
+            cases,
+            rng_seed: RngSeed::Fixed(0x5eed_c025),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn sources() -> [Source; 3] {
+        [
+            Source::Main,
+            Source::Flat("/test=apache".parse().expect("a flat prefix")),
+            Source::Flat("/varnish/backends/*".parse().expect("a flat prefix")),
+        ]
+    }
+
+    /// The prefix each of [`sources`] lists.
+    fn prefix(source: usize) -> &'static str {
+        [PREFIX, "test/", "varnish/backends/"][source]
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "backends", "b1", "backend", "servers", "s1", "frontends", "f1", "frontend",
+                "middlewares", "listeners", "hosts", "host", "10.0.0.1:8080", "[::1]:80", "",
+                "apache-8001", "é", "..",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[ -~]{0,6}",
+            1 => any::<String>(),
+        ]
+    }
+
+    /// A Consul key: under one of the prefixes (or a neighbour of it), then segments.
+    fn key() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                "vulcand/",
+                "test/",
+                "varnish/backends/",
+                "vulcand",
+                "vulcand2/",
+                "",
+                "/vulcand/",
+            ]),
+            prop::collection::vec(segment(), 0..5),
+            any::<bool>(),
+        )
+            .prop_map(|(prefix, segments, folder)| {
+                let mut key = format!("{prefix}{}", segments.join("/"));
+                if folder {
+                    key.push('/');
+                }
+                key
+            })
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let encode =
+            |bytes: Vec<u8>| json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                r#"{"Type":"http"}"#, r#"{"URL":"http://127.0.0.1:1"}"#, "10.0.0.1:8001",
+                "https://10.0.0.1:8443", " 10.0.0.2:1 \n", "", "not an address",
+            ])
+            .prop_map(move |s| encode(s.as_bytes().to_vec())),
+            1 => any::<Vec<u8>>().prop_map(encode),
+            1 => Just(Value::Null),
+            1 => prop::sample::select(vec!["!!!", "e30", "e30==", "e30=\n", "====", "é"])
+                .prop_map(|s| json!(s)),
+            1 => prop::sample::select(vec![json!(1), json!({}), json!([]), json!(true)]),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = Value> {
+        (
+            key(),
+            value(),
+            any::<u64>(),
+            prop::option::of("[a-f0-9-]{0,12}"),
+        )
+            .prop_map(|(key, value, index, session)| {
+                json!({"Key": key, "Value": value, "ModifyIndex": index, "Session": session,
+                    "CreateIndex": 1, "LockIndex": 0, "Flags": 0})
+            })
+    }
+
+    /// A `?recurse` answer: usually an array of entries, sometimes anything.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => prop::collection::vec(entry(), 0..8).prop_map(|es| Value::Array(es).to_string().into_bytes()),
+            1 => any::<Vec<u8>>(),
+            1 => prop::sample::select(vec!["null", "{}", "[null]", "[{}]", "[{\"Key\":1}]", "[", ""])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            1 => (prop::collection::vec(entry(), 1..4), any::<prop::sample::Index>()).prop_map(|(es, cut)| {
+                let text = Value::Array(es).to_string();
+                text.as_bytes()[..cut.index(text.len())].to_vec()
+            }),
+        ]
+    }
+
+    fn reply(body: Vec<u8>, found: bool) -> Reply {
+        Reply {
+            request: REQUEST.to_owned(),
+            status: if found {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            },
+            index: Some(7),
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Decodes `body` as source `source`'s answer and checks the tree's keys.
+    fn decode(source: usize, body: Vec<u8>, found: bool) -> Result<Option<Tree>, TestCaseError> {
+        let reply = reply(body, found);
+        let sources = sources();
+        match Shared::decode_source(&sources[source], prefix(source), &reply) {
+            Ok(tree) => {
+                if !found {
+                    prop_assert!(tree.is_empty());
+                }
+                for key in tree.keys() {
+                    if source == 0 {
+                        prop_assert!(!key.is_empty() && !key.ends_with('/'), "{:?}", key);
+                    } else {
+                        prop_assert!(
+                            matches!(ObjectKey::parse(key), Some(ObjectKey::Server { .. })),
+                            "flat key mapped to {:?}",
+                            key
+                        );
+                    }
+                }
+                Ok(Some(tree))
+            }
+            Err(error) => {
+                prop_assert!(error.to_string().starts_with(REQUEST), "{}", error);
+                Ok(None)
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(1024))]
+
+        #[test]
+        fn kv_answers_never_panic(source in 0usize..3, body in body(), found in any::<bool>()) {
+            decode(source, body, found)?;
+        }
+
+        /// The watch's merged tree, updated one source at a time, is the listing's tree.
+        #[test]
+        fn merged_changes_match_a_fresh_listing(
+            first in prop::collection::vec(body(), 3),
+            updates in prop::collection::vec((0usize..3, body()), 1..4),
+        ) {
+            let mut states = Vec::new();
+            for (source, body) in first.into_iter().enumerate() {
+                let entries = decode(source, body, true)?.unwrap_or_default();
+                states.push(SourceState { index: 1, entries });
+            }
+            let sources = sources();
+            let mut tree = merged(&sources, &states);
+            for (source, body) in updates {
+                let Some(new) = decode(source, body, true)? else { continue };
+                let old = std::mem::replace(&mut states[source].entries, new.clone());
+                let mut applied = tree.clone();
+                for change in merge_changes(&states, &mut tree, &old, &new) {
+                    match change {
+                        Change::Put(KeyValue { key, value }) => {
+                            applied.insert(key, value);
+                        }
+                        Change::Delete { key } => {
+                            prop_assert!(applied.remove(&key).is_some(), "delete of absent {:?}", key);
+                        }
+                    }
+                }
+                let fresh = merged(&sources, &states);
+                prop_assert_eq!(&tree, &fresh);
+                prop_assert_eq!(&applied, &fresh);
+            }
+        }
+    }
+}

@@ -220,3 +220,173 @@ mod tests {
         assert_eq!(range_end(b"\xff"), b"\0");
     }
 }
+
+/// Hostile `etcd://` URLs and etcd keys. Whatever the URL (odd endpoints, percent escapes,
+/// repeated or unknown parameters, overlapping prefixes) it parses or is refused naming the
+/// URL; and whatever key and value a watch or a listing delivers (any bytes, keys next to
+/// or inside the prefixes), the layout maps it consistently: a put and a delete of one etcd
+/// key address the same tree key, every key it maps lies inside the watched range, and a
+/// main key maps back to itself.
+///
+/// Seeded; `PROPTEST_CASES` overrides the case counts (`scripts/fuzz.sh` uses 100 000).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::error::RegistryError;
+    use crate::etcd::options::Options;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    fn config(default_cases: u32) -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_cases);
+        Config {
+            cases,
+            rng_seed: RngSeed::Fixed(0x5eed_e7cd),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn piece(pieces: Vec<&'static str>) -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(pieces).prop_map(str::to_owned),
+            1 => "[ -~]{0,4}",
+            1 => any::<String>().prop_map(|s| s.chars().take(4).collect()),
+        ]
+    }
+
+    fn glued(pieces: Vec<&'static str>, max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(pieces), 0..max).prop_map(|ps| ps.concat())
+    }
+
+    fn url() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["etcd://", "ETCD://", "etcd:/", "http://", ""]),
+            glued(
+                vec![
+                    "127.0.0.1",
+                    ":2379",
+                    "[::1]",
+                    "[::1]:2379",
+                    ",",
+                    "localhost",
+                    ":",
+                    ":99999",
+                    "u:p@h",
+                    " ",
+                    "[",
+                    "]",
+                ],
+                4,
+            ),
+            glued(
+                vec![
+                    "/", "vulcand", "/vulcand", "//", "%2F", "%", "%4", "%zz", "%ff", "é",
+                ],
+                4,
+            ),
+            prop::option::of(glued(
+                vec![
+                    "flat=/test=apache",
+                    "flat=/varnish/backends/*",
+                    "flat=/vulcand/x=a",
+                    "flat=%2Ftest%3Dapache",
+                    "flat=",
+                    "prefix=vulcand",
+                    "prefix=/v/",
+                    "prefix=",
+                    "&",
+                    "=",
+                    "other=1",
+                    "flat=/a=b&flat=/a/*",
+                ],
+                4,
+            )),
+        )
+            .prop_map(|(scheme, authority, path, query)| match query {
+                Some(query) => format!("{scheme}{authority}{path}?{query}"),
+                None => format!("{scheme}{authority}{path}"),
+            })
+    }
+
+    /// Layouts that parse, from URLs that do.
+    fn layout() -> impl Strategy<Value = Layout> {
+        prop::sample::select(vec![
+            "etcd://127.0.0.1:2379/vulcand",
+            "etcd://h/?prefix=vulcand",
+            "etcd://h/vulcand?flat=/test=apache&flat=/varnish/backends/*",
+            "etcd://h/?prefix=lb/v1&flat=test=apache&flat=/x/*",
+            "etcd://h/%C3%A9?flat=%C3%A9x=b",
+            "etcd://h/a?flat=/a0=b",
+        ])
+        .prop_map(|url| {
+            let options = Options::parse(url).expect("a valid URL");
+            Layout::new(options.prefix, options.flats)
+        })
+    }
+
+    /// Keys near the prefixes: inside, beside, equal to them, any bytes.
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            6 => glued(
+                vec![
+                    "/vulcand", "vulcand", "/vulcand/", "/vulcand2/", "/test/", "/test", "test/",
+                    "/varnish/backends/", "/x/", "lb/v1/", "é/", "ex/", "/a/", "/a0/", "backends/",
+                    "b1", "/backend", "/servers/", "s1", "10.0.0.1:8080", "/", "//", "\u{ff}",
+                ],
+                5,
+            )
+            .prop_map(String::into_bytes),
+            1 => any::<Vec<u8>>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(2048))]
+
+        #[test]
+        fn etcd_urls_never_panic(url in prop_oneof![4 => url(), 1 => any::<String>()]) {
+            match Options::parse(&url) {
+                Ok(options) => {
+                    prop_assert!(!options.prefix.is_empty() && !options.prefix.contains("//"));
+                    prop_assert!(!options.endpoints.is_empty());
+                    prop_assert!(Layout::overlap(&options.prefix, &options.flats).is_none());
+                    Layout::new(options.prefix, options.flats).watch_range();
+                }
+                Err(error) => {
+                    let is_invalid_url = matches!(&error, RegistryError::InvalidUrl { url: u, .. } if *u == url);
+                    prop_assert!(is_invalid_url, "{}", error);
+                }
+            }
+        }
+
+        #[test]
+        fn etcd_keys_map_consistently(layout in layout(), key in key(), value in any::<Vec<u8>>()) {
+            let value = Bytes::from(value);
+            let entry = layout.entry(&key, value.clone());
+            let delete = layout.delete(&key);
+            prop_assert_eq!(
+                delete.as_ref().map(Change::key),
+                entry.as_ref().map(|e| e.key.as_str()),
+                "put and delete of {:?} disagree",
+                String::from_utf8_lossy(&key)
+            );
+            prop_assert_eq!(layout.put(&key, value), entry.clone().map(Change::Put));
+            let Some(entry) = entry else { return Ok(()) };
+            let (start, end) = layout.watch_range();
+            prop_assert!(
+                start.as_slice() <= key.as_slice() && (end == [0] || key.as_slice() < end.as_slice()),
+                "{:?} is outside the watched range",
+                String::from_utf8_lossy(&key)
+            );
+            if let Some(relative) = key.strip_prefix(layout.etcd_key("").as_bytes()) {
+                prop_assert_eq!(entry.key.as_bytes(), relative);
+                let back = layout.etcd_key(&entry.key);
+                prop_assert_eq!(back.as_bytes(), key.as_slice());
+            }
+        }
+    }
+}
