@@ -13,8 +13,16 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
-/// A body that fails with [`TooLarge`] once more than `limit` bytes went through, for
-/// `MaxBodyBytes` on bodies without a `Content-Length`.
+/// The error of a [`Capped`] body whose client side failed (a broken chunked encoding, the
+/// client hanging up mid-upload): the client's fault, never the server's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(pub BoxError);
+
+/// A client's request body on its way upstream: fails with [`TooLarge`] once more than
+/// `limit` bytes went through (`MaxBodyBytes` on bodies without a `Content-Length`), and
+/// marks the client's own errors as [`ClientBodyError`] so that they are not blamed on the
+/// server.
 #[derive(Debug)]
 pub struct Capped {
     inner: Body,
@@ -42,7 +50,13 @@ impl hyper::body::Body for Capped {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(error))) => {
+                let error = ClientBodyError(error);
+                return std::task::Poll::Ready(Some(Err(Box::new(error))));
+            }
+            polled => polled,
+        };
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {

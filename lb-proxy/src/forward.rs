@@ -261,10 +261,9 @@ async fn prepare_body(
             })?;
             Ok(RequestBody::Replayable(collected))
         }
-        _ if max_body.is_some() => Ok(RequestBody::Stream(Some(body::boxed_dyn(
+        _ => Ok(RequestBody::Stream(Some(body::boxed_dyn(
             body::Capped::new(body, limit),
         )))),
-        _ => Ok(RequestBody::Stream(Some(body))),
     }
 }
 
@@ -275,6 +274,8 @@ enum Failure {
     Reset,
     Timeout,
     BodyTooLarge,
+    /// The client's request body broke (bad chunking, a hang-up mid-upload).
+    ClientBody,
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
@@ -285,6 +286,9 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
     while let Some(e) = source {
         if e.is::<body::TooLarge>() {
             return Failure::BodyTooLarge;
+        }
+        if e.is::<body::ClientBodyError>() {
+            return Failure::ClientBody;
         }
         source = e.source();
     }
@@ -515,20 +519,22 @@ async fn attempts(
         let outcome = match failure {
             Failure::Connect | Failure::Reset => Outcome::ConnectFailure,
             Failure::Timeout => Outcome::Timeout,
-            Failure::BodyTooLarge => Outcome::Cancelled,
+            Failure::BodyTooLarge | Failure::ClientBody => Outcome::Cancelled,
         };
         match failure {
             Failure::Connect => server.stats.count_failure(UpstreamFailure::Connect),
             Failure::Reset => server.stats.count_failure(UpstreamFailure::Reset),
             Failure::Timeout => server.stats.count_failure(UpstreamFailure::Timeout),
-            // The client's body was too large: nothing to hold against the server.
-            Failure::BodyTooLarge => {}
+            // The client's body was too large or broke: nothing to hold against the server.
+            Failure::BodyTooLarge | Failure::ClientBody => {}
         }
         if pick.complete(outcome, Instant::now()).is_some() {
             server.stats.count_ejection();
         }
-        if failure == Failure::BodyTooLarge {
-            return Err(ProxyError::BodyTooLarge);
+        match failure {
+            Failure::BodyTooLarge => return Err(ProxyError::BodyTooLarge),
+            Failure::ClientBody => return Err(ProxyError::BadRequest),
+            _ => {}
         }
         tried.insert(server_key(balancer, &server.id));
         let error = match failure {

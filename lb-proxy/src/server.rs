@@ -9,11 +9,12 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::Response;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,6 +23,11 @@ use crate::body::{self, Body};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use crate::forward::{ConnInfo, Proxy};
+
+/// How long a client has to send a request head: the first one from the accept, each later
+/// one from its first byte (slowloris protection; HAProxy's `timeout http-request`, nginx's
+/// `client_header_timeout`).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept loops and the connections they started.
 #[derive(Debug)]
@@ -153,21 +159,45 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
     _open: OpenConnection,
 ) {
+    let seen_request = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&seen_request);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         let proxy = Arc::clone(&proxy);
         // Boxed so that the future's `Send` is proven here, with concrete lifetimes.
         let response: BoxFuture<Response<Body>> =
             Box::pin(async move { proxy.handle(req.map(body::boxed), conn).await });
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Each HTTP/1 request head must arrive within HEAD_TIMEOUT of its first byte (hyper needs
+    // a timer for that).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = signalled(&mut shutdown) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // The first request must arrive within HEAD_TIMEOUT of the accept, whatever the client
+    // sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing, which
+    // has no timeout of its own (slowloris).
+    let first_head = tokio::time::sleep(HEAD_TIMEOUT);
+    tokio::pin!(first_head);
+    let mut waiting_for_first = true;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = signalled(&mut shutdown) => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            _ = &mut first_head, if waiting_for_first => {
+                if !seen_request.load(Ordering::Relaxed) {
+                    tracing::debug!(client = %conn.client, "no request head within {HEAD_TIMEOUT:?}; closing");
+                    return;
+                }
+                waiting_for_first = false;
+            }
         }
     };
     if let Err(error) = result {

@@ -90,7 +90,7 @@ impl FlatPrefix {
         if path.trim_start_matches('/').is_empty() {
             return Err(error("the prefix is empty"));
         }
-        if path.contains("//") || path.contains('*') || path.contains('=') {
+        if path.contains("//") || path.ends_with('/') || path.contains('*') || path.contains('=') {
             return Err(error("the prefix has an empty segment, '*' or '='"));
         }
         if let FlatBackend::Fixed(id) = &backend

@@ -115,7 +115,9 @@ pub fn parse_signed_go_duration(s: &str) -> Result<(bool, Duration), DurationErr
             if scale == 0 {
                 break;
             }
-            nanos += u128::from(digit - b'0') * scale;
+            nanos = nanos
+                .checked_add(u128::from(digit - b'0') * scale)
+                .ok_or_else(overflow)?;
         }
         total = total.checked_add(nanos).ok_or_else(overflow)?;
         rest = after;

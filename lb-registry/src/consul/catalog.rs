@@ -583,7 +583,7 @@ fn synthesize(state: &CatalogState, tag: &str) -> Tree {
         for instance in &health.data {
             let mut server = backend_id(&instance.id);
             if counts[&server] > 1 {
-                server = format!("{server}@{}", instance.node);
+                server = format!("{server}@{}", backend_id(&instance.node));
             }
             let host = if instance.address.contains(':') && !instance.address.starts_with('[') {
                 format!("[{}]", instance.address)

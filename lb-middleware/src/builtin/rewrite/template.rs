@@ -221,7 +221,8 @@ fn parse_action(src: &str, open: usize) -> Result<(Action, usize), TemplateError
         let message = if src[i..].is_empty() {
             "unclosed action (missing `}}`)".to_owned()
         } else {
-            format!("unexpected {:?} in action; {SUPPORTED}", &src[i..=i])
+            let len = src[i..].chars().next().map_or(1, char::len_utf8);
+            format!("unexpected {:?} in action; {SUPPORTED}", &src[i..i + len])
         };
         return Err(TemplateError {
             position: if src[i..].is_empty() { open } else { i },
