@@ -24,9 +24,10 @@ use crate::body::{self, Body};
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use crate::forward::{ConnInfo, Proxy};
 
-/// How long a client has to send a request head: the first one from the accept, each later
-/// one from its first byte (slowloris protection; HAProxy's `timeout http-request`, nginx's
-/// `client_header_timeout`).
+/// How long a client has to send a request head (slowloris protection; HAProxy's `timeout
+/// http-request`, nginx's `client_header_timeout`): the first one from the accept, later ones
+/// as hyper's HTTP/1 `header_read_timeout` measures them (hyper starts that timer when it
+/// starts reading a head, which may include keep-alive idle time).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept loops and the connections they started.
@@ -170,8 +171,7 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Each HTTP/1 request head must arrive within HEAD_TIMEOUT of its first byte (hyper needs
-    // a timer for that).
+    // Each HTTP/1 request head must arrive within HEAD_TIMEOUT (hyper needs a timer for that).
     builder
         .http1()
         .timer(TokioTimer::new())
