@@ -14,25 +14,17 @@ use std::sync::OnceLock;
 
 use lb_core::config::{ObjectKey, SnapshotBuilder};
 use lb_middleware::{BuildContext, TypeError, Types};
+use lb_testkit::props::{Edit, edit, mutate, seeded};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
 use serde_json::{Value, json};
 
-/// Seeded config with `default_cases` cases unless `PROPTEST_CASES` says otherwise. Setting
-/// `cases` explicitly would hide the variable that `ProptestConfig::default()` reads, so it is
-/// read here.
+/// The suite's seeded config ([`lb_testkit::props::seeded`]).
 fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_cases);
     ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(0x5eed_3d1e),
-        failure_persistence: None,
+        // A panic is the failure we look for; shrinking it is worth the time.
         max_shrink_iters: 4096,
-        ..ProptestConfig::default()
+        ..seeded(default_cases, 0x5eed_3d1e)
     }
 }
 
@@ -52,51 +44,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-// === text mutation ===
-
-#[derive(Clone, Debug)]
-enum Edit {
-    Insert(String),
-    Delete(usize),
-    Truncate,
-    RepeatTail,
-}
-
-fn edit(fragments: Vec<&'static str>) -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        3 => prop::sample::select(fragments).prop_map(|f| Edit::Insert(f.to_owned())),
-        1 => any::<char>().prop_map(|c| Edit::Insert(c.to_string())),
-        2 => (1usize..4).prop_map(Edit::Delete),
-        1 => Just(Edit::Truncate),
-        1 => Just(Edit::RepeatTail),
-    ]
-}
-
-/// Applies `edits` to `text`, each at the character boundary its index picks.
-fn mutate(text: &str, edits: &[(Index, Edit)]) -> String {
-    let mut out = text.to_owned();
-    for (at, edit) in edits {
-        let bounds: Vec<usize> = out
-            .char_indices()
-            .map(|(i, _)| i)
-            .chain([out.len()])
-            .collect();
-        let at = bounds[at.index(bounds.len())];
-        match edit {
-            Edit::Insert(fragment) => out.insert_str(at, fragment),
-            Edit::Delete(n) => {
-                let len: usize = out[at..].chars().take(*n).map(char::len_utf8).sum();
-                out.replace_range(at..at + len, "");
-            }
-            Edit::Truncate => out.truncate(at),
-            Edit::RepeatTail => {
-                let tail = out[at..].to_owned();
-                out.push_str(&tail);
-            }
-        }
-    }
-    out
-}
+// === text generators ===
 
 fn tricky_char() -> impl Strategy<Value = char> {
     prop_oneof![

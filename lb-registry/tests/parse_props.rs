@@ -15,22 +15,16 @@
 
 use lb_core::config::{ObjectKey, SnapshotBuilder};
 use lb_registry::flat::{FlatBackend, FlatPrefix};
+use lb_testkit::props::seeded;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
-/// Seeded config with `default_cases` cases unless `PROPTEST_CASES` says otherwise.
+/// The suite's seeded config ([`lb_testkit::props::seeded`]).
 fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_cases);
     ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(0x5eed_f1a7),
-        failure_persistence: None,
+        // A panic is the failure we look for; shrinking it is worth the time.
         max_shrink_iters: 4096,
-        ..ProptestConfig::default()
+        ..seeded(default_cases, 0x5eed_f1a7)
     }
 }
 

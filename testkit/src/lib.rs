@@ -17,6 +17,7 @@
 pub mod chromium;
 pub mod consul;
 pub mod etcd;
+pub mod props;
 
 /// Whether tests must fail, rather than skip, when a service they need is missing:
 /// `LB_REQUIRE_SERVICES=true` (or `1`).

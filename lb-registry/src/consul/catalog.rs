@@ -1184,22 +1184,13 @@ mod props {
     use super::*;
     use lb_core::config::{ObjectKey, SnapshotBuilder};
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
+    use proptest::test_runner::Config;
 
     const REQUEST: &str = "GET /v1/test";
     const OVERRIDES: &str = "lb/services/";
 
     fn config(default_cases: u32) -> Config {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default_cases);
-        Config {
-            cases,
-            rng_seed: RngSeed::Fixed(0x5eed_ca7a),
-            failure_persistence: None,
-            ..Config::default()
-        }
+        lb_testkit::props::seeded(default_cases, 0x5eed_ca7a)
     }
 
     fn reply(body: Vec<u8>, found: bool) -> Reply {

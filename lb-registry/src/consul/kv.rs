@@ -904,23 +904,14 @@ mod props {
     use super::*;
     use lb_core::config::ObjectKey;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
+    use proptest::test_runner::Config;
     use serde_json::{Value, json};
 
     const PREFIX: &str = "vulcand/";
     const REQUEST: &str = "GET /v1/kv/vulcand/?recurse";
 
     fn config(default_cases: u32) -> Config {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default_cases);
-        Config {
-            cases,
-            rng_seed: RngSeed::Fixed(0x5eed_c025),
-            failure_persistence: None,
-            ..Config::default()
-        }
+        lb_testkit::props::seeded(default_cases, 0x5eed_c025)
     }
 
     fn sources() -> [Source; 3] {

@@ -235,19 +235,10 @@ mod props {
     use crate::error::RegistryError;
     use crate::etcd::options::Options;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
+    use proptest::test_runner::Config;
 
     fn config(default_cases: u32) -> Config {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default_cases);
-        Config {
-            cases,
-            rng_seed: RngSeed::Fixed(0x5eed_e7cd),
-            failure_persistence: None,
-            ..Config::default()
-        }
+        lb_testkit::props::seeded(default_cases, 0x5eed_e7cd)
     }
 
     fn piece(pieces: Vec<&'static str>) -> impl Strategy<Value = String> {
