@@ -281,6 +281,27 @@ async fn show(ctx: &Context, path: &str) -> Result<Option<Value>, Failure> {
     Ok(Some(object))
 }
 
+/// [`show`], then the object's children (`{path}/{segment}`, listed under `field`) as a
+/// table titled `field`: a backend with its servers, a frontend with its middlewares.
+async fn show_with_children(
+    ctx: &Context,
+    path: &str,
+    segment: &str,
+    field: &str,
+    table: fn(&[Value]) -> Table,
+) -> Result<(), Failure> {
+    if show(ctx, path).await?.is_some() {
+        let children = ctx
+            .client()?
+            .get_json(&format!("{path}/{segment}"))
+            .await
+            .map(|reply| array(&reply, field))
+            .unwrap_or_default();
+        output::print(&format!("\n{field}:\n{}", table(&children).render()));
+    }
+    Ok(())
+}
+
 // === Tables ===
 
 fn frontends_table(items: &[Value]) -> Table {
@@ -623,16 +644,7 @@ pub async fn backend(ctx: &Context, command: BackendCommand) -> Result<(), Failu
         BackendCommand::Ls => list(ctx, "/v2/backends", "Backends", backends_table).await,
         BackendCommand::Show { id } => {
             let path = format!("/v2/backends/{}", path_segment(&id));
-            if show(ctx, &path).await?.is_some() {
-                let servers = ctx
-                    .client()?
-                    .get_json(&format!("{path}/servers"))
-                    .await
-                    .map(|reply| array(&reply, "Servers"))
-                    .unwrap_or_default();
-                output::print(&format!("\nServers:\n{}", servers_table(&servers).render()));
-            }
-            Ok(())
+            show_with_children(ctx, &path, "servers", "Servers", servers_table).await
         }
         BackendCommand::Upsert(args) => {
             let object = args.object()?;
@@ -930,19 +942,7 @@ pub async fn frontend(ctx: &Context, command: FrontendCommand) -> Result<(), Fai
         FrontendCommand::Ls => list(ctx, "/v2/frontends", "Frontends", frontends_table).await,
         FrontendCommand::Show { id } => {
             let path = format!("/v2/frontends/{}", path_segment(&id));
-            if show(ctx, &path).await?.is_some() {
-                let middlewares = ctx
-                    .client()?
-                    .get_json(&format!("{path}/middlewares"))
-                    .await
-                    .map(|reply| array(&reply, "Middlewares"))
-                    .unwrap_or_default();
-                output::print(&format!(
-                    "\nMiddlewares:\n{}",
-                    middlewares_table(&middlewares).render()
-                ));
-            }
-            Ok(())
+            show_with_children(ctx, &path, "middlewares", "Middlewares", middlewares_table).await
         }
         FrontendCommand::Upsert(args) => {
             let object = args.object()?;
