@@ -44,10 +44,14 @@ fn is_connect_error_is_only_the_connect_failure() {
         is_connect_error: true,
         ..reset
     }));
-    assert!(
-        !FailoverPredicate::default_predicate().matches(&reset),
-        "the default never repeats a request that may have arrived"
-    );
+    // The default repeats an idempotent request that may have arrived (RFC 9110 §9.2.2),
+    // never a POST.
+    let default = FailoverPredicate::default_predicate();
+    assert!(default.matches(&reset));
+    assert!(!default.matches(&AttemptInfo {
+        method: "POST",
+        ..reset
+    }));
     assert_eq!(predicate.to_string(), "IsConnectError()");
 }
 

@@ -663,3 +663,42 @@ fn the_documented_example_file_loads_without_errors() {
     );
     assert_eq!(s.listeners().len(), 1);
 }
+
+#[test]
+fn retry_budget_defaults_to_twenty_percent_and_ten_per_second_and_is_checked() {
+    let s = build(&[
+        ("backends/b1/backend", BACKEND),
+        (
+            "backends/b2/backend",
+            r#"{"Settings":{"RetryBudget":{"Percent":5}}}"#,
+        ),
+        (
+            "backends/b3/backend",
+            r#"{"Settings":{"RetryBudget":{"Percent":0,"MinPerSecond":0}}}"#,
+        ),
+        (
+            "backends/b4/backend",
+            r#"{"Settings":{"RetryBudget":{"Percent":1001}}}"#,
+        ),
+        (
+            "backends/b5/backend",
+            r#"{"Settings":{"RetryBudget":{"MinPerSecond":-1}}}"#,
+        ),
+    ]);
+    let budget = |id: &str| {
+        let b = s.backend(id).unwrap().retry_budget;
+        (b.percent, b.min_per_second)
+    };
+    assert_eq!(budget("b1"), (20, 10));
+    assert_eq!(budget("b2"), (5, 10));
+    assert_eq!(budget("b3"), (0, 0));
+    assert_eq!(
+        message_for(&s, "backends/b4/backend"),
+        "Settings.RetryBudget.Percent 1001: must be at most 1000"
+    );
+    assert!(
+        message_for(&s, "backends/b5/backend").contains("Settings.RetryBudget.MinPerSecond"),
+        "{:?}",
+        s.errors()
+    );
+}

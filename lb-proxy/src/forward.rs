@@ -6,13 +6,24 @@
 //! An attempt that fails is retried on a server not yet tried when the frontend's
 //! `FailoverPredicate` says so (at most [`MAX_ATTEMPTS`] attempts in all). An empty predicate
 //! means the default, [`DEFAULT_PREDICATE`]: idempotent methods (GET, HEAD, OPTIONS, TRACE,
-//! PUT, DELETE) are retried when the connection to the server could not be established, at
-//! most 3 attempts, so nothing that may have reached the application is repeated.
-//! `IsNetworkError()` is true for connect, reset and timeout failures, `IsConnectError()` for
-//! connect failures only; neither is true for a server's own 502. Nothing is retried once
-//! the response has started: a retry happens only before any byte went to the client. When a
-//! retry finds every server tried, the client gets what the last attempt got: the server's
-//! answer, or 502/504 for a transport failure (503 only when no server could be picked at all).
+//! PUT, DELETE) are retried after a network error, at most 3 attempts; POST and PATCH are
+//! not. `IsNetworkError()` is true for connect, reset and timeout (no response head within
+//! the backend's `Read`) failures, `IsConnectError()` for connect failures only; neither is
+//! true for a server's own 502. Nothing is retried once the response has started: a retry
+//! happens only before any byte went to the client. When a retry finds every server tried,
+//! the client gets what the last attempt got: the server's answer, or 502/504 for a
+//! transport failure (503 only when no server could be picked at all).
+//!
+//! # Retry budget
+//!
+//! Every request a backend's balancer is asked about deposits into the backend's
+//! [`RetryBudget`](lb_core::balance::RetryBudget) (`Settings.RetryBudget`, default 20% of the
+//! last 10 s of requests plus 10 retries per second), and every retry withdraws from it,
+//! just before it is sent. When the budget cannot pay, the retry is not made: the client
+//! gets what the last attempt got, as when every server was tried, and the refusal is
+//! counted (`lb_retries_budget_exhausted_total`). So a dead, hung or slow server costs at
+//! most that much extra load, however many requests fail over. The budget is one atomic
+//! slot per second of the window: no lock, no allocation.
 //!
 //! A request body can only be sent again if it was kept. Bodies with a `Content-Length` of
 //! at most `MaxMemBodyBytes` (default 1 MiB) are read into memory first, so their requests
@@ -410,12 +421,14 @@ async fn attempts(
     let mut tried = TriedSet::new();
     let mut attempts = 0u32;
     // What the last retried attempt ended with, answered when a retry finds every server
-    // tried.
+    // tried or the retry budget cannot pay for another attempt.
     let mut last: Option<LastAttempt> = None;
     loop {
         attempts += 1;
-        log.attempts = attempts;
         let now = Instant::now();
+        if attempts == 1 {
+            backend.retry_budget.deposit(now);
+        }
         let mut ctx = PickContext::new(now).with_tried(&tried);
         if let Some(hash) = key_hash {
             ctx = ctx.with_key(hash);
@@ -427,19 +440,18 @@ async fn attempts(
             // A retry that finds every server tried answers with what the last attempt got
             // (a lone dead server is a 502, a lone server's 500 is relayed), not "no usable
             // server".
-            return match last {
-                Some(LastAttempt::Answered(mut response)) => {
-                    headers::remove_hop_by_hop(response.headers_mut(), false);
-                    Ok(response.map(body::boxed))
-                }
-                Some(LastAttempt::Failed(error)) => Err(error),
-                None => Err(ProxyError::NoServer),
-            };
+            return give_up(last);
         };
-        let server = &backend.servers[pick.index()];
         if attempts > 1 {
+            if !backend.retry_budget.try_withdraw(now) {
+                // Dropping the pick gives its in-flight slot back, recording nothing.
+                tracing::debug!(backend = %backend.id, "retry budget exhausted; not retrying");
+                return give_up(last);
+            }
             frontend.stats.count_retry();
         }
+        log.attempts = attempts;
+        let server = &backend.servers[pick.index()];
         log.server = Some(Arc::clone(&server.id));
         let Some(attempt_body) = body.take() else {
             return Err(ProxyError::BadGateway);
@@ -554,6 +566,19 @@ async fn attempts(
             return Err(error);
         }
         last = Some(LastAttempt::Failed(error));
+    }
+}
+
+/// The answer when no further attempt is made although the predicate asked for one: what
+/// the last attempt got, or 503 if there was none.
+fn give_up(last: Option<LastAttempt>) -> Result<Response<Body>, ProxyError> {
+    match last {
+        Some(LastAttempt::Answered(mut response)) => {
+            headers::remove_hop_by_hop(response.headers_mut(), false);
+            Ok(response.map(body::boxed))
+        }
+        Some(LastAttempt::Failed(error)) => Err(error),
+        None => Err(ProxyError::NoServer),
     }
 }
 

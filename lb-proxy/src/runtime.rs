@@ -74,6 +74,8 @@ pub struct BackendRuntime {
     pub servers: Vec<ServerRuntime>,
     /// Its connection pool.
     pub upstream: Upstream,
+    /// What its retries may spend, kept across snapshots while the backend id stays.
+    pub retry_budget: Arc<lb_core::balance::RetryBudget>,
 }
 
 /// A server ready to receive requests.
@@ -278,11 +280,17 @@ fn build_backend(
             None
         }
     };
+    let retry_budget = old.map_or_else(
+        || Arc::new(lb_core::balance::RetryBudget::new(entry.retry_budget, now)),
+        |old| Arc::clone(&old.retry_budget),
+    );
+    retry_budget.set_config(entry.retry_budget);
     BackendRuntime {
         id,
         entry: Arc::clone(entry),
         balancer,
         servers: ready,
         upstream,
+        retry_budget,
     }
 }

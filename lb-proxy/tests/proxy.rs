@@ -10,11 +10,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use lb_proxy::app::RegistrySource;
 use lb_proxy::body;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use harness::{
     Backend, Client, Proxy, RawConn, Tree, admin_get, chunked, headers_json, request, start_app,
@@ -467,45 +465,9 @@ async fn a_response_the_predicate_retries_is_relayed_when_no_untried_server_is_l
 
 // === Upgrades ===
 
-/// A server that switches protocols, greets, then echoes what it reads on the upgraded
-/// connection.
-async fn upgrade_echo() -> Backend {
-    Backend::start(|mut req: Request<Incoming>| async move {
-        if !req.headers().contains_key(header::UPGRADE) {
-            return status_response(StatusCode::BAD_REQUEST, "expected an upgrade");
-        }
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(upgraded) = upgrade.await else { return };
-            let mut io = TokioIo::new(upgraded);
-            if io.write_all(b"welcome\n").await.is_err() {
-                return;
-            }
-            let mut buffer = [0u8; 1024];
-            loop {
-                match io.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if io.write_all(&buffer[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, "websocket")
-            .body(body::empty())
-            .expect("a 101 response")
-    })
-    .await
-}
-
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled_both_ways() {
-    let server = upgrade_echo().await;
+    let server = Backend::upgrade_echo().await;
     let proxy = Proxy::start().await;
     proxy
         .apply(
@@ -622,7 +584,11 @@ async fn server_slower_than_the_read_timeout_gets_504() {
         .get("app.test", "/")
         .await
         .assert_json_error(StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(slow.hits(), 1, "a timed-out GET is not retried");
+    assert_eq!(
+        slow.hits(),
+        1,
+        "no other server to retry the timed-out GET on"
+    );
 }
 
 // === Admin API ===

@@ -19,7 +19,9 @@
 //!
 //! On top of every strategy: [`sticky`] cookies, [`slow_start`], health and passive
 //! [`ejection`], `MaxConnsPerServer`, retry picks that avoid the servers in a [`TriedSet`],
-//! and failing open when every server is down ([`WhenAllDown`]).
+//! and failing open when every server is down ([`WhenAllDown`]). Retries themselves are
+//! paid for from a per-backend [`RetryBudget`] ([`retry_budget`]), so failover cannot become
+//! a retry storm.
 //!
 //! # State that survives snapshots
 //!
@@ -45,6 +47,7 @@ pub mod p2c;
 pub mod peak_ewma;
 mod pick;
 pub mod random;
+pub mod retry_budget;
 mod rng;
 pub mod round_robin;
 mod server_state;
@@ -61,6 +64,7 @@ pub use config::{
     WhenAllDown,
 };
 pub use pick::{OwnedPick, Pick, PickContext};
+pub use retry_budget::{RetryBudget, RetryBudgetConfig};
 pub use server_state::{Outcome, ServerState};
 pub use stable_hash::hash_key;
 pub use sticky::CookieValue;

@@ -39,7 +39,7 @@
 //!   the request certainly never reached the server (safe to retry even for POST).
 //! - `ResponseCode()` is 0 when the attempt produced no response (oxy reported the 502/504
 //!   its forwarder had synthesised).
-//! - The empty setting means [`DEFAULT_PREDICATE`] (idempotent methods, connect failures,
+//! - The empty setting means [`DEFAULT_PREDICATE`] (idempotent methods, network errors,
 //!   at most 3 attempts), not vulcand's GET-only, 20-attempt [`VULCAND_DEFAULT_PREDICATE`].
 //! - [`MAX_ATTEMPTS`] caps every predicate at 10 attempts in total, as oxy's docs promise.
 //!   oxy's code checked `attempt > 10` and so in fact allowed 11.
@@ -99,14 +99,19 @@ pub const MAX_ATTEMPTS: u32 = 10;
 pub const MAX_NESTING: usize = 64;
 
 /// What an empty `FailoverPredicate` setting means here, in canonical form: retry the
-/// idempotent methods (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) when the
-/// connection to the server could not be established, with at most 3 attempts in total.
+/// idempotent methods (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) after a
+/// network error (connect failure, reset, or no answer within the backend's `Read`
+/// timeout), with at most 3 attempts in total.
 ///
-/// Connect failures only, because a reset or a timeout may come after the backend acted on
-/// the request, and idempotent methods only, to be safe even so (vulcand #52 asked for POST
-/// retries; replaying a POST is not safe in general). Write `IsNetworkError()` instead to
-/// retry resets and timeouts too. [`FailoverPredicate::default_predicate`] returns it parsed.
-pub const DEFAULT_PREDICATE: &str = "IsConnectError() && Attempts() < 3 && \
+/// A reset or a timeout may come after the server acted on the request; RFC 9110 §9.2.2
+/// allows repeating an idempotent request then, and that is what makes a hung or dead
+/// server invisible to clients (nginx's `proxy_next_upstream error timeout` does the same,
+/// and vulcand retried GETs on any network error). POST and PATCH are never retried by the
+/// default (vulcand #52 asked for it; replaying a POST is not safe in general): write
+/// `IsConnectError()` to retry them only when the request certainly never arrived. The
+/// backend's retry budget bounds the extra load. [`FailoverPredicate::default_predicate`]
+/// returns it parsed.
+pub const DEFAULT_PREDICATE: &str = "IsNetworkError() && Attempts() < 3 && \
      (RequestMethod() == \"GET\" || RequestMethod() == \"HEAD\" || \
      RequestMethod() == \"OPTIONS\" || RequestMethod() == \"TRACE\" || \
      RequestMethod() == \"PUT\" || RequestMethod() == \"DELETE\")";
@@ -217,7 +222,7 @@ impl FailoverPredicate {
             .collect();
         Self {
             expr: Expr::And(vec![
-                Expr::IsConnectError,
+                Expr::IsNetworkError,
                 Expr::Compare {
                     function: IntFunction::Attempts,
                     op: CmpOp::Lt,

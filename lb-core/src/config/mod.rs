@@ -56,8 +56,8 @@ pub use diff::Diff;
 pub use model::{
     Address, Backend, BackendSettings, BalancerSettings, Base64Bytes, Decoded, EjectionSettings,
     Frontend, FrontendSettings, HealthCheckSettings, Host, HostSettings, KeepAlive, KeyPair,
-    Limits, Listener, ListenerSettings, Middleware, Server, StickySettings, Timeouts, TlsSettings,
-    decode,
+    Limits, Listener, ListenerSettings, Middleware, RetryBudgetSettings, Server, StickySettings,
+    Timeouts, TlsSettings, decode,
 };
 pub use snapshot::{
     AnyMiddlewareType, BackendEntry, ConfigError, FrontendEntry, HostEntry, ListenerEntry,

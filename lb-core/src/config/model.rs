@@ -188,6 +188,15 @@ pub struct BackendSettings {
     /// In-flight requests per server; 0 means unlimited (ours).
     #[serde(rename = "MaxConnsPerServer", default, deserialize_with = "nullable")]
     pub max_conns_per_server: u32,
+    /// How many retries failover may add (ours). Absent means the defaults of
+    /// [`RetryBudgetConfig`](crate::balance::RetryBudgetConfig): 20% of the requests of the
+    /// last 10 s plus 10 per second.
+    #[serde(
+        rename = "RetryBudget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_budget: Option<RetryBudgetSettings>,
 }
 
 /// A backend's timeouts. Unset ones take the proxy's defaults.
@@ -300,6 +309,33 @@ pub struct EjectionSettings {
     /// The largest share of the backend ejected at once, in percent. Default 50.
     #[serde(rename = "MaxEjectedPercent", default)]
     pub max_ejected_percent: Option<u8>,
+}
+
+/// `Settings.RetryBudget` (ours): retries may add at most `Percent`% of the backend's
+/// requests of the last 10 s, plus `MinPerSecond` per second; a retry beyond that is not
+/// made and the client gets the failed attempt's answer (502/504). See
+/// [`RetryBudget`](crate::balance::RetryBudget).
+///
+/// ```
+/// let json = r#"{"Settings":{"RetryBudget":{"Percent":10,"MinPerSecond":5}}}"#;
+/// let backend: lb_core::config::Backend = serde_json::from_str(json)?;
+/// let budget = backend.settings.retry_budget.unwrap_or_default();
+/// assert_eq!((budget.percent, budget.min_per_second), (Some(10), Some(5)));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBudgetSettings {
+    /// Retries as a percentage of recent requests, 0 to 1000 (1000 lifts the share limit).
+    /// Default 20.
+    #[serde(rename = "Percent", default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Retries allowed per second on top of the percentage. Default 10.
+    #[serde(
+        rename = "MinPerSecond",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_per_second: Option<u32>,
 }
 
 // === Server ===
@@ -628,7 +664,7 @@ mod tests {
         let json = br#"{"Type":"http","Settings":{
             "Balancer":{"Type":"maglev","Key":"request.header.X-User","Sticky":{"Cookie":"lb"}},
             "HealthCheck":{"Path":"/health","Interval":"3s","Timeout":"2s","Window":10,"Threshold":8,"ExpectedStatus":"200-399"},
-            "SlowStart":"30s","MaxConnsPerServer":100}}"#;
+            "SlowStart":"30s","MaxConnsPerServer":100,"RetryBudget":{"Percent":10}}}"#;
         let d = decode::<Backend>(json).unwrap();
         assert!(d.unknown_fields.is_empty(), "{:?}", d.unknown_fields);
         let s = d.value.settings;
@@ -636,6 +672,8 @@ mod tests {
         assert_eq!(s.health_check.as_ref().unwrap().window, Some(10));
         assert_eq!(s.slow_start, Some(Duration::from_secs(30)));
         assert_eq!(s.max_conns_per_server, 100);
+        let budget = s.retry_budget.unwrap();
+        assert_eq!((budget.percent, budget.min_per_second), (Some(10), None));
     }
 
     #[test]

@@ -206,6 +206,8 @@ pub struct BackendEntry {
     pub balancer: BalancerConfig,
     /// Its active health check, if it has one.
     pub health_check: Option<HealthCheckConfig>,
+    /// Its retry budget (`Settings.RetryBudget`, the defaults when absent).
+    pub retry_budget: crate::balance::RetryBudgetConfig,
 }
 
 /// A validated server.
@@ -917,10 +919,30 @@ fn validate_backend(config: Backend) -> Result<BackendEntry, String> {
         .as_ref()
         .map(health_check_config)
         .transpose()?;
+    let retry_budget = retry_budget_config(settings.retry_budget.unwrap_or_default())?;
     Ok(BackendEntry {
         config,
         balancer,
         health_check,
+        retry_budget,
+    })
+}
+
+/// `Settings.RetryBudget` with the defaults filled in.
+fn retry_budget_config(
+    settings: super::model::RetryBudgetSettings,
+) -> Result<crate::balance::RetryBudgetConfig, String> {
+    use crate::balance::retry_budget::{MAX_PERCENT, RetryBudgetConfig};
+    let defaults = RetryBudgetConfig::default();
+    let percent = settings.percent.unwrap_or(defaults.percent);
+    if percent > MAX_PERCENT {
+        return Err(format!(
+            "Settings.RetryBudget.Percent {percent}: must be at most {MAX_PERCENT}"
+        ));
+    }
+    Ok(RetryBudgetConfig {
+        percent,
+        min_per_second: settings.min_per_second.unwrap_or(defaults.min_per_second),
     })
 }
 

@@ -26,7 +26,8 @@
 //!
 //! Every name starts with `lb_`. A frontend's or a server's series appear with its first
 //! request (10,000 idle frontends add nothing to a scrape), except the gauges of servers
-//! (in-flight, health, ejection), which every server has. Latency buckets (seconds): 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+//! (in-flight, health, ejection), which every server has, and the retry-budget counter, which
+//! every backend has. Latency buckets (seconds): 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
 //! 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, +Inf.
 //!
 //! | name | type | labels | meaning |
@@ -37,6 +38,7 @@
 //! | `lb_retries_total` | counter | `frontend` | attempts sent after the first (failover) |
 //! | `lb_network_errors_total` | counter | `frontend` | requests answered 502/504 because the servers could not be reached or did not answer |
 //! | `lb_unrouted_requests_total` | counter | | requests no route matched (404) |
+//! | `lb_retries_budget_exhausted_total` | counter | `backend` | retries not made because the backend's retry budget (`Settings.RetryBudget`) was spent; the client got the failed attempt's answer |
 //! | `lb_upstream_responses_total` | counter | `backend`, `server`, `code` | attempts the server answered, by status |
 //! | `lb_upstream_errors_total` | counter | `backend`, `server`, `kind` | attempts that failed in the transport: `connect` (connection refused or not established), `reset` (broken before an answer), `timeout` (no answer within `Read`) |
 //! | `lb_upstream_duration_seconds` | histogram | `backend`, `server` | from sending an attempt to the server's response head (answered attempts) |

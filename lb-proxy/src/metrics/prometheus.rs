@@ -177,6 +177,23 @@ fn encode(
     )?;
     m.encode_counter::<NoLabelSet, _, u64>(&metrics.unrouted(), None)?;
 
+    // --- backends ---
+    let mut backends: Vec<_> = runtime.backends().collect();
+    backends.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let mut m = encoder.encode_descriptor(
+        "lb_retries_budget_exhausted",
+        "Retries not made because the backend's retry budget was spent.",
+        None,
+        MetricType::Counter,
+    )?;
+    for backend in backends {
+        counter(
+            &mut m,
+            &[("backend", &*backend.id)],
+            backend.retry_budget.refused(),
+        )?;
+    }
+
     // --- servers ---
     let servers = servers(runtime);
     let used = || servers.iter().filter(|s| s.total() > 0);

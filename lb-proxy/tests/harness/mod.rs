@@ -149,6 +149,50 @@ impl Backend {
         .await
     }
 
+    /// A server that answers every request 200 with its `name`, recording nothing but the
+    /// count (for sustained load, where [`Backend::named`] would keep every request).
+    pub async fn answering(name: &'static str) -> Backend {
+        Self::start(move |_req: Request<Incoming>| async move { Response::new(body::full(name)) })
+            .await
+    }
+
+    /// A server that switches protocols (`101`, `Upgrade: websocket`), greets with
+    /// `welcome\n`, then echoes what it reads on the upgraded connection until it ends.
+    /// Requests without `Upgrade` get 400.
+    pub async fn upgrade_echo() -> Backend {
+        Self::start(|mut req: Request<Incoming>| async move {
+            if !req.headers().contains_key(header::UPGRADE) {
+                return status_response(StatusCode::BAD_REQUEST, "expected an upgrade");
+            }
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut io = TokioIo::new(upgraded);
+                if io.write_all(b"welcome\n").await.is_err() {
+                    return;
+                }
+                let mut buffer = [0u8; 1024];
+                loop {
+                    match io.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if io.write_all(&buffer[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, "websocket")
+                .body(body::empty())
+                .expect("a 101 response")
+        })
+        .await
+    }
+
     /// `http://<addr>`, for a server's `URL`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -617,6 +661,81 @@ impl RawConn {
         let head = self.read_head().await;
         let body = self.read_body(&head).await;
         (head, body)
+    }
+
+    /// Opens a WebSocket-style upgraded connection through `addr` to a
+    /// [`Backend::upgrade_echo`] server: `GET path` with `Upgrade: websocket`, then the
+    /// `101` and the server's greeting.
+    pub async fn upgraded(addr: SocketAddr, host: &str, path: &str) -> RawConn {
+        let mut conn = RawConn::connect(addr).await;
+        conn.write(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let head = conn.read_head().await;
+        assert_eq!(head.status, 101, "{head:?}");
+        assert_eq!(conn.read_exact(8).await, b"welcome\n");
+        conn
+    }
+
+    /// On an upgraded connection to an echo server: writes `message`, reads it back, or
+    /// says what went wrong.
+    pub async fn echo(&mut self, message: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(message)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        while self.buffer.len() < message.len() {
+            let mut chunk = [0u8; 1024];
+            let n = within("an echo", self.stream.read(&mut chunk))
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "closed after {} of {} echoed bytes",
+                    self.buffer.len(),
+                    message.len()
+                ));
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+        let echoed: Vec<u8> = self.buffer.drain(..message.len()).collect();
+        if echoed == message {
+            Ok(())
+        } else {
+            Err(format!("echoed {echoed:?} for {message:?}"))
+        }
+    }
+}
+
+// === Seeded randomness ===
+
+/// A seeded SplitMix64 stream, so randomized tests replay exactly.
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 }
 
