@@ -20,7 +20,7 @@ use crate::demo::{self, Demo};
 use crate::forward::Proxy;
 use crate::health::HttpProber;
 use crate::metrics::Metrics;
-use crate::server::{ListenerHandle, Server};
+use crate::server::{ConnectionLimits, ListenerHandle, Server};
 
 /// Where the configuration comes from.
 #[derive(Clone, Debug)]
@@ -75,8 +75,17 @@ impl std::fmt::Debug for App {
 impl App {
     /// Opens the registry, binds the listeners and starts applying configuration. Returns
     /// once everything is bound; the first snapshot follows asynchronously (see
-    /// [`App::wait_applied`]).
+    /// [`App::wait_applied`]). Clients are held to the default [`ConnectionLimits`].
     pub async fn start(options: Options) -> Result<App, BoxError> {
+        Self::start_with_limits(options, ConnectionLimits::default()).await
+    }
+
+    /// [`App::start`], holding the data path's clients to `limits` (`--max-connections`,
+    /// `--header-timeout`, `--idle-timeout`). The admin API is not limited by them.
+    pub async fn start_with_limits(
+        options: Options,
+        limits: ConnectionLimits,
+    ) -> Result<App, BoxError> {
         let (registry, demo) = match options.registry {
             RegistrySource::Demo => {
                 let demo = demo::start().await?;
@@ -86,7 +95,7 @@ impl App {
             RegistrySource::Registry(registry) => (registry, None),
         };
         let proxy = Arc::new(Proxy::with_metrics(Arc::new(Metrics::new())));
-        let server = Arc::new(Server::new(Arc::clone(&proxy)));
+        let server = Arc::new(Server::with_limits(Arc::clone(&proxy), limits));
         let mut listeners = Vec::new();
         for addr in &options.listen {
             let handle = server

@@ -1,57 +1,177 @@
-//! Accepting connections: HTTP/1.1 and h2c on each listening socket, graceful shutdown.
+//! Accepting connections: HTTP/1.1 and h2c on each listening socket, connection limits,
+//! graceful shutdown.
 //!
 //! A [`Server`] owns the accept loops. Listeners can be added and removed while it runs
 //! (`--listen` addresses at start, registry listeners as snapshots change); removing one
 //! stops its accept loop but lets its open connections finish. [`Server::shutdown`] stops
 //! every accept loop, asks every connection to finish its in-flight requests and close, and
 //! waits for them up to a deadline.
+//!
+//! [`ConnectionLimits`] bound what clients can hold: how many connections at once (over
+//! the limit the server stops accepting, as HAProxy's `maxconn` does), how long a request
+//! head may take (slowloris), and how long a connection may sit with no request in flight.
+//!
+//! A request head that hyper cannot parse (bad bytes, too large, too many headers, an
+//! over-long target) is answered by hyper itself, 400, 431 or 414 with an empty body, not
+//! with our `{"error": ...}`: hyper 1.x builds that answer in its HTTP/1 dispatcher (the
+//! server role's `on_error`) and writes it before the connection's future returns the
+//! error, and offers no option or callback to change it.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::body::{self, Body};
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use crate::forward::{ConnInfo, Proxy};
 
-/// How long a client has to send a request head (slowloris protection; HAProxy's `timeout
-/// http-request`, nginx's `client_header_timeout`): the first one from the accept, later ones
-/// as hyper's HTTP/1 `header_read_timeout` measures them (hyper starts that timer when it
-/// starts reading a head, which may include keep-alive idle time).
+/// The default [`ConnectionLimits::header_timeout`]: how long a client has to send a request
+/// head (slowloris protection; HAProxy's `timeout http-request`, nginx's
+/// `client_header_timeout`).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`ConnectionLimits::idle_timeout`] (nginx's `keepalive_timeout` is 75 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a client connection may hold, and for how long.
+///
+/// HAProxy's `maxconn`, `timeout http-request` and `timeout http-keep-alive`; nginx's
+/// `worker_connections`, `client_header_timeout` and `keepalive_timeout`. The admin API is
+/// not counted or limited by these: an operator can still reach it when the data path is
+/// full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The most client connections served at once, across every listener of the server;
+    /// `None` (the default) for no limit. At the limit the accept loops stop accepting
+    /// until a connection closes, as HAProxy does: new clients wait in the kernel's listen
+    /// backlog (and, once it is full, their SYNs are retried), so a burst is delayed rather
+    /// than refused. Accepting and closing at once would turn every burst into errors for
+    /// clients that could have waited. Each listener may hold one accepted connection
+    /// waiting for a slot (it is served when one frees, its header timeout starting then).
+    /// A WebSocket (or other upgraded) connection counts until its tunnel closes.
+    pub max_connections: Option<usize>,
+    /// How long a client has to send a complete request head: the first from the accept
+    /// (whatever it sends: this also bounds HTTP/2-preface sniffing), each later HTTP/1 one
+    /// from the end of the previous response (hyper's `header_read_timeout`, which also
+    /// makes it the HTTP/1 keep-alive limit, as HAProxy's `timeout http-keep-alive` falls
+    /// back to `timeout http-request`). Default [`HEAD_TIMEOUT`] (10 s).
+    pub header_timeout: Duration,
+    /// How long a connection may have no request in flight (HTTP/1 between requests,
+    /// HTTP/2 with no open stream) before it is closed gracefully (HTTP/2: GOAWAY); `None`
+    /// for no limit. A request counts as in flight until its response body has been sent,
+    /// so a slow response or a long download is never cut by this. HTTP/1 connections
+    /// are also bound by [`header_timeout`](Self::header_timeout) between requests.
+    /// Default [`IDLE_TIMEOUT`] (60 s).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            header_timeout: HEAD_TIMEOUT,
+            idle_timeout: Some(IDLE_TIMEOUT),
+        }
+    }
+}
 
 /// Accept loops and the connections they started.
 #[derive(Debug)]
 pub struct Server {
     proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
+    /// One permit per connection when [`ConnectionLimits::max_connections`] is set, shared
+    /// by every listener.
+    slots: Option<Arc<Semaphore>>,
+    /// Whether an accept loop is waiting for a slot (logged once per episode).
+    saturated: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     /// How many connections are open.
     open: watch::Sender<usize>,
 }
 
-/// Counts a connection as open for as long as it lives.
-struct OpenConnection(watch::Sender<usize>);
+/// Counts a connection as open, and holds its slot, for as long as its socket lives: it is
+/// part of the socket ([`CountedStream`]), so an upgraded connection (WebSocket), whose
+/// socket hyper hands to the tunnel, counts until the tunnel closes.
+struct OpenConnection {
+    open: watch::Sender<usize>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
 
 impl OpenConnection {
-    fn new(open: &watch::Sender<usize>) -> Self {
+    fn new(open: &watch::Sender<usize>, slot: Option<OwnedSemaphorePermit>) -> Self {
         open.send_modify(|n| *n += 1);
-        Self(open.clone())
+        Self {
+            open: open.clone(),
+            _slot: slot,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.open.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A client's socket with its [`OpenConnection`].
+struct CountedStream {
+    stream: TcpStream,
+    _open: OpenConnection,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -76,28 +196,47 @@ impl ListenerHandle {
 }
 
 impl Server {
-    /// A server that hands requests to `proxy`.
+    /// A server that hands requests to `proxy`, with the default [`ConnectionLimits`].
     pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self::with_limits(proxy, ConnectionLimits::default())
+    }
+
+    /// A server that hands requests to `proxy` and holds clients to `limits`.
+    pub fn with_limits(proxy: Arc<Proxy>, limits: ConnectionLimits) -> Self {
         Self {
             proxy,
+            limits,
+            slots: limits
+                .max_connections
+                // Tokio's ceiling; far beyond any open-files limit.
+                .map(|max| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))),
+            saturated: Arc::new(AtomicBool::new(false)),
             shutdown: watch::Sender::new(false),
             open: watch::Sender::new(0),
         }
     }
 
+    /// The limits clients are held to.
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+
     /// Binds `addr` and serves it.
-    pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<ListenerHandle> {
+    pub async fn listen(&self, addr: SocketAddr) -> io::Result<ListenerHandle> {
         let listener = TcpListener::bind(addr).await?;
         self.serve(listener)
     }
 
     /// Serves an already bound listener.
-    pub fn serve(&self, listener: TcpListener) -> std::io::Result<ListenerHandle> {
+    pub fn serve(&self, listener: TcpListener) -> io::Result<ListenerHandle> {
         let local = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
         let mut shutdown = self.shutdown.subscribe();
         let proxy = Arc::clone(&self.proxy);
         let open = self.open.clone();
+        let limits = self.limits;
+        let slots = self.slots.clone();
+        let saturated = Arc::clone(&self.saturated);
         tokio::spawn(async move {
             loop {
                 let (stream, client) = tokio::select! {
@@ -113,18 +252,54 @@ impl Server {
                     _ = signalled(&mut stopped) => break,
                     _ = signalled(&mut shutdown) => break,
                 };
+                // At the limit, this connection waits (unserved) for a slot and the loop
+                // accepts nothing more, so later clients wait in the kernel's backlog. The
+                // slot is taken after the accept, not before: a slot held by a loop
+                // waiting on a quiet listener would starve a busy one.
+                let slot = match &slots {
+                    None => None,
+                    Some(slots) => {
+                        let slot = match Arc::clone(slots).try_acquire_owned() {
+                            Ok(slot) => {
+                                saturated.store(false, Ordering::Relaxed);
+                                Ok(slot)
+                            }
+                            Err(_) => {
+                                if !saturated.swap(true, Ordering::Relaxed) {
+                                    tracing::warn!(
+                                        max = limits.max_connections,
+                                        "connection limit reached: not accepting until a \
+                                         client connection closes"
+                                    );
+                                }
+                                tokio::select! {
+                                    slot = Arc::clone(slots).acquire_owned() => slot,
+                                    _ = signalled(&mut stopped) => break,
+                                    _ = signalled(&mut shutdown) => break,
+                                }
+                            }
+                        };
+                        // The semaphore is never closed.
+                        let Ok(slot) = slot else { break };
+                        Some(slot)
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let conn = ConnInfo {
                     client,
                     local,
                     tls: false,
                 };
+                let stream = CountedStream {
+                    stream,
+                    _open: OpenConnection::new(&open, slot),
+                };
                 tokio::spawn(serve_connection(
                     TokioIo::new(stream),
                     conn,
                     Arc::clone(&proxy),
+                    limits,
                     shutdown.clone(),
-                    OpenConnection::new(&open),
                 ));
             }
             tracing::debug!(%local, "listener stopped");
@@ -134,6 +309,8 @@ impl Server {
 
     /// Stops accepting everywhere, lets in-flight requests finish, and waits until every
     /// connection is closed or `deadline` passes. Returns whether everything drained.
+    /// Upgraded connections (WebSocket tunnels) are not asked to close: they hold the drain
+    /// until they end or the deadline passes.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let _ = self.shutdown.send(true);
         let mut open = self.open.subscribe();
@@ -153,37 +330,122 @@ async fn signalled(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|raised| *raised).await;
 }
 
+// === Idle tracking ===
+
+/// What one connection's requests tell its task: how many arrived, how many are in
+/// flight, and when the last one ended.
+struct Activity {
+    opened: Instant,
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    /// When the connection last became idle, in milliseconds after `opened`.
+    idle_since_ms: AtomicU64,
+    /// An HTTP/1 request arrived whose idle time hyper's head timer bounds (the idle
+    /// timeout is not shorter than the header timeout): the idle check stands down.
+    idle_left_to_hyper: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            idle_left_to_hyper: AtomicBool::new(false),
+        }
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_millis(ms))
+    }
+}
+
+/// A request in flight: from the service call until its response body has been sent (or
+/// dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Stored before the count drops, so a reader that sees zero sees this time too.
+        self.0.idle_since_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === One connection ===
+
 async fn serve_connection(
-    io: TokioIo<tokio::net::TcpStream>,
+    io: TokioIo<CountedStream>,
     conn: ConnInfo,
     proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-    _open: OpenConnection,
 ) {
-    let seen_request = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&seen_request);
+    let activity = Arc::new(Activity::new());
+    let track = Arc::clone(&activity);
+    // Between HTTP/1 requests hyper's head timer runs (from the end of the previous
+    // response), so only an idle timeout shorter than it needs HTTP/1 response bodies
+    // watched; HTTP/2 has no such timer. Watching costs one allocation per request.
+    let watch_h1 = limits
+        .idle_timeout
+        .is_some_and(|idle| idle < limits.header_timeout);
+    let watch_h2 = limits.idle_timeout.is_some();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        seen.store(true, Ordering::Relaxed);
+        track.requests.fetch_add(1, Ordering::Relaxed);
+        let in_flight = if req.version() == http::Version::HTTP_2 {
+            watch_h2.then(|| InFlight::new(&track))
+        } else if watch_h1 {
+            Some(InFlight::new(&track))
+        } else {
+            track.idle_left_to_hyper.store(true, Ordering::Relaxed);
+            None
+        };
         let proxy = Arc::clone(&proxy);
         // Boxed so that the future's `Send` is proven here, with concrete lifetimes.
-        let response: BoxFuture<Response<Body>> =
-            Box::pin(async move { proxy.handle(req.map(body::boxed), conn).await });
+        let response: BoxFuture<Response<Body>> = Box::pin(async move {
+            let response = proxy.handle(req.map(body::boxed), conn).await;
+            match in_flight {
+                // In flight until the last byte of the response body is sent.
+                Some(in_flight) => {
+                    response.map(|body| body::on_end(body, move |_| drop(in_flight)))
+                }
+                None => response,
+            }
+        });
         async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Each HTTP/1 request head must arrive within HEAD_TIMEOUT (hyper needs a timer for that).
+    // Each HTTP/1 request head must arrive within the header timeout (hyper needs a timer).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(limits.header_timeout);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    // The first request must arrive within HEAD_TIMEOUT of the accept, whatever the client
-    // sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing, which
-    // has no timeout of its own (slowloris).
-    let first_head = tokio::time::sleep(HEAD_TIMEOUT);
+    // The first request must arrive within the header timeout of the accept, whatever the
+    // client sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing,
+    // which has no timeout of its own (slowloris).
+    let first_head = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(first_head);
     let mut waiting_for_first = true;
+    let mut idle_checked = limits.idle_timeout.is_some();
+    let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
+    let idle_check = tokio::time::sleep_until(deadline_after(activity.opened, idle_timeout));
+    tokio::pin!(idle_check);
     let result = loop {
         tokio::select! {
             result = connection.as_mut() => break result,
@@ -192,15 +454,47 @@ async fn serve_connection(
                 break connection.await;
             }
             _ = &mut first_head, if waiting_for_first => {
-                if !seen_request.load(Ordering::Relaxed) {
-                    tracing::debug!(client = %conn.client, "no request head within {HEAD_TIMEOUT:?}; closing");
+                if activity.requests.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(
+                        client = %conn.client,
+                        "no request head within {:?}; closing", limits.header_timeout
+                    );
                     return;
                 }
                 waiting_for_first = false;
+            }
+            _ = &mut idle_check, if idle_checked => {
+                if activity.idle_left_to_hyper.load(Ordering::Relaxed) {
+                    idle_checked = false;
+                    continue;
+                }
+                match activity.idle_since() {
+                    Some(since) if since.elapsed() >= idle_timeout => {
+                        tracing::debug!(
+                            client = %conn.client,
+                            "no request in flight for {idle_timeout:?}; closing"
+                        );
+                        // HTTP/1: closes at once if idle; HTTP/2: GOAWAY, then closes.
+                        connection.as_mut().graceful_shutdown();
+                        break connection.await;
+                    }
+                    Some(since) => idle_check.as_mut().reset(deadline_after(since, idle_timeout)),
+                    // Busy: look again one timeout later (the request may end any time).
+                    None => idle_check
+                        .as_mut()
+                        .reset(deadline_after(Instant::now(), idle_timeout)),
+                }
             }
         }
     };
     if let Err(error) = result {
         tracing::debug!(client = %conn.client, %error, "connection ended with an error");
     }
+}
+
+/// `start + after`, or a deadline far in the future if that overflows.
+fn deadline_after(start: Instant, after: Duration) -> Instant {
+    start
+        .checked_add(after)
+        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
 }

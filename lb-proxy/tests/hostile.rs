@@ -1,11 +1,16 @@
 //! Hostile clients against the data path: oversized and malformed request heads, request
-//! smuggling shapes, slowloris, a client that stops reading a large response, thousands of
-//! idle connections, and forged forwarding headers.
+//! smuggling shapes, slowloris (the header timeout), a client that stops reading a large
+//! response, 10,000 idle connections (memory per connection, measured on the `lbproxy`
+//! binary), the connection limit and the idle timeout, and forged forwarding headers.
 //!
 //! Each test says what the proxy guarantees and checks it on the wire and on the backend's
 //! side: a rejected request never reaches a server, a smuggled request never does, a
 //! stalled client holds the backend's writer back instead of growing the proxy's memory.
 //! Figures (bytes, counts) are printed; run with `--nocapture` to see them.
+//!
+//! hyper answers a head it cannot parse (400, 414, 431) itself, with an empty body: SPEC
+//! section 8's `{"error": ...}` body cannot be given to those answers (see
+//! `lb_proxy::server`), so the tests here check the status only.
 
 mod harness;
 
@@ -22,7 +27,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use harness::{Backend, Proxy, Tree, headers_json, within};
+use lb_proxy::app::{App, Options, RegistrySource};
+use lb_proxy::applier::ApplierConfig;
+use lb_proxy::server::ConnectionLimits;
+use lb_registry::{MemoryRegistry, Registry};
+
+use harness::{
+    Backend, Client, Proxy, TempDir, Tree, admin_get, headers_json, unused_addr, within,
+};
 
 /// A proxy whose every path goes to `server`, with the frontend `settings`.
 async fn proxy_to(server: &Backend, settings: Value) -> Proxy {
@@ -33,6 +45,33 @@ async fn proxy_to(server: &Backend, settings: Value) -> Proxy {
                 .backend("app", json!({}))
                 .server("app", "s1", &server.url())
                 .frontend("app", "app", r#"PathPrefix("/")"#, settings),
+        )
+        .await;
+    proxy
+}
+
+/// [`proxy_to`] with the frontend's default settings, holding clients to `limits`, on
+/// `listeners` data-path listeners.
+async fn proxy_with_limits(server: &Backend, limits: ConnectionLimits, listeners: usize) -> Proxy {
+    let registry = Arc::new(MemoryRegistry::new());
+    let options = Options {
+        registry: RegistrySource::Registry(Arc::clone(&registry) as Arc<dyn Registry>),
+        listen: vec!["127.0.0.1:0".parse().expect("address"); listeners],
+        api: Some("127.0.0.1:0".parse().expect("address")),
+        api_token: None,
+        applier: ApplierConfig::default(),
+        middleware_types: lb_middleware::Types::builtin(),
+    };
+    let app = App::start_with_limits(options, limits)
+        .await
+        .expect("the proxy starts");
+    let proxy = Proxy { app, registry };
+    proxy
+        .apply(
+            Tree::new()
+                .backend("app", json!({}))
+                .server("app", "s1", &server.url())
+                .frontend("app", "app", r#"PathPrefix("/")"#, json!({})),
         )
         .await;
     proxy
@@ -209,30 +248,6 @@ async fn an_oversized_header_gets_431_and_never_reaches_the_server() {
     );
     assert_eq!(statuses(&answers), [431]);
     assert_eq!(server.hits(), 0, "the request must not reach the server");
-}
-
-/// OPEN (issue 4/9): hyper answers head-parsing errors (400/414/431) itself, with an empty
-/// body, and offers no hook to write SPEC section 8's `{"error": "..."}` instead.
-#[tokio::test]
-#[ignore = "open: hyper writes parser-level 431 itself with an empty body (no JSON hook)"]
-async fn an_oversized_header_gets_a_json_error_body() {
-    let server = Backend::named("app").await;
-    let proxy = proxy_to(&server, json!({})).await;
-    let big = "a".repeat(1024 * 1024);
-    let request = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\n\r\n");
-    let answers = exchange(&proxy, request.into_bytes()).await;
-    // SPEC section 8: the proxy's error bodies are `{"error": "..."}`.
-    let answer = &answers[0];
-    assert_eq!(
-        answer.header("content-type"),
-        Some("application/json"),
-        "431 is the proxy's own answer: {answer:?}"
-    );
-    let error: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    assert!(
-        error["error"].is_string(),
-        "431 body is not a JSON error: {answer:?}"
-    );
 }
 
 #[tokio::test]
@@ -566,23 +581,22 @@ async fn an_abandoned_upload_is_not_blamed_on_the_server() {
 
 // === Slowloris ===
 
-/// How long the proxy may keep a connection whose request head never completes: twice
-/// `lb_proxy::server::HEAD_TIMEOUT` (10 s). It is longer than the harness's `PATIENCE`, so
-/// [`stall`] keeps its own deadline.
-const HEAD_DEADLINE: Duration = Duration::from_secs(20);
+/// A header timeout short enough for a quick test (the default is 10 s).
+const SHORT: Duration = Duration::from_millis(200);
 
 /// Opens a connection, sends `bytes`, stalls, and returns how long the proxy took to close
-/// it (or `None` if it was still open after [`HEAD_DEADLINE`]).
+/// it (anything it answers before closing is read and ignored), or `None` if it was still
+/// open after the harness's patience.
 async fn stall(proxy_addr: std::net::SocketAddr, bytes: &'static [u8]) -> Option<Duration> {
     let mut stream = TcpStream::connect(proxy_addr).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
     let start = Instant::now();
     let mut sink = [0u8; 4096];
-    let closed = tokio::time::timeout(HEAD_DEADLINE, async {
+    let closed = tokio::time::timeout(harness::PATIENCE, async {
         loop {
             match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => return,
-                // A 408 or similar before closing is fine.
+                // A response to a complete request, or a 408, before closing is fine.
                 Ok(_) => {}
             }
         }
@@ -594,17 +608,27 @@ async fn stall(proxy_addr: std::net::SocketAddr, bytes: &'static [u8]) -> Option
 #[tokio::test]
 async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let server = Backend::named("app").await;
-    let proxy = proxy_to(&server, json!({})).await;
+    // No idle timeout: what closes these is the header timeout alone.
+    let limits = ConnectionLimits {
+        header_timeout: SHORT,
+        idle_timeout: None,
+        ..ConnectionLimits::default()
+    };
+    let proxy = proxy_with_limits(&server, limits, 1).await;
     let addr = proxy.addr();
 
-    // All shapes stall at once, so the test takes one deadline, not three.
-    let shapes: [(&str, &'static [u8]); 3] = [
+    // All shapes stall at once, so the test takes one timeout, not four.
+    let shapes: [(&str, &'static [u8]); 4] = [
         (
             "partial header",
             b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ",
         ),
         ("nothing at all", b""),
         ("partial HTTP/2 preface", b"PRI * HTTP/2.0\r\n"),
+        (
+            "a request, then a partial one",
+            b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\nGET / HTTP/1.1\r\nX-Slow: ",
+        ),
     ];
     let tasks: Vec<_> = shapes
         .iter()
@@ -613,16 +637,18 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let mut open = Vec::new();
     for ((what, _), task) in shapes.iter().zip(tasks) {
         let closed_after = task.await.expect("the stalling client");
-        println!("slowloris, {what}: closed after {closed_after:?}");
+        println!("slowloris, {what}: closed after {closed_after:?} (header timeout {SHORT:?})");
         if closed_after.is_none() {
             open.push(*what);
         }
     }
     assert!(
         open.is_empty(),
-        "still open after {HEAD_DEADLINE:?} without a complete request head: {open:?}"
+        "still open after {:?} without a complete request head: {open:?}",
+        harness::PATIENCE
     );
-    assert_eq!(server.hits(), 0);
+    // Only the one complete request reached the server.
+    assert_eq!(server.hits(), 1);
 }
 
 // === A client that stops reading ===
@@ -728,47 +754,484 @@ async fn a_client_that_stops_reading_holds_the_server_back_instead_of_filling_me
     );
 }
 
-// === Many idle connections ===
+// === Connection limits ===
 
-/// The soft limit on open files of this process, from `/proc`.
-fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+/// `GET /` with `Host: app.test` on `reader`'s connection; the whole answer.
+async fn get_on(reader: &mut Reader<TcpStream>) -> Answer {
+    reader
+        .stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write a request");
+    reader.response().await.expect("a response")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousands_of_idle_connections_are_accepted_and_a_new_request_is_served() {
-    let server = Backend::named("app").await;
-    let proxy = proxy_to(&server, json!({})).await;
+/// A connection with `GET /` written to it, for the proxy to answer when it accepts it.
+async fn waiting_request(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect (the kernel's backlog takes it)");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write a request");
+    stream
+}
 
-    // Each idle connection costs this process two descriptors (both ends are in it).
-    let limit = open_files_limit().unwrap_or(1024);
-    let wanted = 2_000.min(limit.saturating_sub(256) / 2);
-    println!("open files limit {limit}: opening {wanted} idle connections");
-    let start = Instant::now();
-    let mut idle = Vec::with_capacity(wanted);
-    for _ in 0..wanted {
-        idle.push(
-            within("connect", TcpStream::connect(proxy.addr()))
-                .await
-                .expect("connect"),
+/// How long a client over the limit is watched for an answer that must not come. Only a
+/// window to look in: a broken limit answers in microseconds.
+const UNSERVED_WINDOW: Duration = Duration::from_millis(500);
+
+/// Whether the proxy sent nothing on `stream` for [`UNSERVED_WINDOW`].
+async fn unanswered(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(UNSERVED_WINDOW, stream.read(&mut byte))
+        .await
+        .is_err()
+}
+
+/// Whether tests must fail rather than skip when the machine cannot run them.
+fn required() -> bool {
+    std::env::var("CI").as_deref() == Ok("true") || lb_testkit::require_services()
+}
+
+/// Raises this process's soft open-files limit to at least `needed` (up to the hard limit;
+/// child processes inherit it). False if the hard limit is lower: the test is skipped with a
+/// message, or fails under `CI=true`.
+fn open_files_for(needed: u64) -> bool {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < needed {
+        let message = format!(
+            "the hard open-files limit is {hard}; this test needs {needed} (raise it: `ulimit \
+             -Hn`, LimitNOFILE=, docker --ulimit nofile=)"
         );
+        assert!(!required(), "{message}; CI is set, so this is an error");
+        eprintln!("skipping: {message}");
+        return false;
     }
-    println!("opened {wanted} in {:?}", start.elapsed());
+    if limit.current.unwrap_or(u64::MAX) < needed {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised).expect("raise the soft open-files limit");
+    }
+    true
+}
 
-    let mut client = proxy.client().await;
-    let reply = client.get("app.test", "/fresh").await;
-    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "app"));
-    // The listener accepts in order, so every idle connection was accepted before the fresh
-    // one that was just served.
-    let open = proxy.app.open_connections();
-    println!("the proxy holds {open} open connections and served a new request");
-    assert!(
-        open > wanted,
-        "{open} open, {wanted} idle + 1 fresh expected"
+/// `lbproxy` as a child process (a file registry routing everything to one server), killed
+/// on drop.
+struct Lbproxy {
+    child: std::process::Child,
+    listen: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Lbproxy {
+    async fn start(dir: &TempDir, server: &Backend, args: &[&str]) -> Lbproxy {
+        let config = dir.path().join("lb.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[backends.app]\nservers.s1 = {{ URL = \"{}\" }}\n\n\
+                 [frontends.app]\nBackendId = \"app\"\nRoute = 'PathPrefix(\"/\")'\n",
+                server.url()
+            ),
+        )
+        .expect("write the config");
+        let log = dir.path().join("lbproxy.log");
+        // The ports are free when picked but another process may take one before lbproxy
+        // binds it: then lbproxy exits, and it is started again on new ports.
+        for _ in 0..3 {
+            let out = std::fs::File::create(&log).expect("create the log");
+            let listen = unused_addr();
+            let api = std::iter::repeat_with(unused_addr)
+                .find(|api| *api != listen)
+                .expect("another port");
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_lbproxy"))
+                .arg(format!("--registry=file://{}", config.display()))
+                .arg(format!("--listen={listen}"))
+                .arg(format!("--api={api}"))
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone().expect("clone the log"))
+                .stderr(out)
+                .spawn()
+                .expect("start lbproxy");
+            let mut proxy = Lbproxy {
+                child,
+                listen,
+                api,
+                log: log.clone(),
+            };
+            if proxy.ready().await {
+                return proxy;
+            }
+            eprintln!(
+                "lbproxy exited before it was ready; its log:\n{}",
+                proxy.log()
+            );
+        }
+        panic!("lbproxy did not start in 3 attempts");
+    }
+
+    /// Waits until the admin API says the configuration is applied (200, not 503); false
+    /// if lbproxy exits first.
+    async fn ready(&mut self) -> bool {
+        let ready = tokio::time::timeout(harness::PATIENCE, async {
+            loop {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return false;
+                }
+                if TcpStream::connect(self.api).await.is_ok()
+                    && admin_get(self.api, "/v2/status").await.0 == 200
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        match ready.await {
+            Ok(ready) => ready,
+            Err(_) => panic!("lbproxy did not become ready; its log:\n{}", self.log()),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The resident set size, from `/proc/PID/status` (`VmRSS`), in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("a VmRSS line");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS in kB");
+        kib * 1024
+    }
+}
+
+impl Drop for Lbproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The idle connections the memory test holds (issue 9).
+const IDLE: usize = 10_000;
+
+/// The most memory one idle connection may cost the proxy: generous, so that allocator
+/// behaviour does not make the test flaky; a leak or a per-connection buffer of a few
+/// hundred kB fails it.
+const BYTES_PER_IDLE_CONNECTION: u64 = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_cost_bounded_memory_and_the_next_waits_for_a_slot() {
+    // This process holds the client ends; lbproxy (which inherits the limit) the others.
+    if !open_files_for(IDLE as u64 + 1024) {
+        return;
+    }
+    let server = Backend::named("app").await;
+    let dir = TempDir::new("idle-connections");
+    let max = IDLE.to_string();
+    let args = [
+        "--max-connections",
+        &max,
+        // Long enough that no idle connection is closed while the test runs.
+        "--header-timeout=10m",
+        "--idle-timeout=10m",
+        "--workers=2",
+        "--log-level=warn",
+    ];
+    let proxy = Lbproxy::start(&dir, &server, &args).await;
+
+    // The first connection warms the proxy up (buffers, pools, allocator arenas) and is the
+    // first idle one; the baseline is taken after it.
+    let first = within("connect", TcpStream::connect(proxy.listen))
+        .await
+        .expect("connect");
+    let mut first = Reader::new(first);
+    for _ in 0..100 {
+        assert_eq!(get_on(&mut first).await.status, 200);
+    }
+    let baseline = proxy.rss();
+
+    // The rest, 100 at a time: each is served once and then left open, idle.
+    let start = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(100));
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 1..IDLE {
+        let gate = Arc::clone(&gate);
+        let addr = proxy.listen;
+        opening.spawn(async move {
+            let _turn = gate.acquire().await.expect("the gate");
+            let stream = within("connect", TcpStream::connect(addr))
+                .await
+                .expect("connect");
+            let mut reader = Reader::new(stream);
+            let answer = within("an answer", get_on(&mut reader)).await;
+            (reader, answer.status)
+        });
+    }
+    let mut idle = vec![first];
+    while let Some(opened) = opening.join_next().await {
+        let (reader, status) = opened.expect("a client task");
+        assert_eq!(status, 200);
+        idle.push(reader);
+    }
+    let opened_in = start.elapsed();
+    let after = proxy.rss();
+    let per_connection = after.saturating_sub(baseline) / IDLE as u64;
+    println!(
+        "{IDLE} idle connections (each served once) opened in {:.1} s; lbproxy RSS {:.1} MiB \
+         -> {:.1} MiB: {:.1} KiB per idle connection",
+        opened_in.as_secs_f64(),
+        baseline as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        per_connection as f64 / 1024.0
     );
+    assert!(
+        per_connection < BYTES_PER_IDLE_CONNECTION,
+        "{per_connection} bytes per idle connection"
+    );
+
+    // --max-connections: the next client is not served while all 10,000 are open...
+    let mut next = waiting_request(proxy.listen).await;
+    assert!(
+        unanswered(&mut next).await,
+        "a client over --max-connections {IDLE} was served"
+    );
+    // ...while the admin API, which the limit does not cover, still answers...
+    assert_eq!(admin_get(proxy.api, "/v2/status").await.0, StatusCode::OK);
+    // ...and it is served as soon as one of them closes.
+    drop(idle.pop());
+    let answer = within("the waiting client's answer", Reader::new(next).response())
+        .await
+        .expect("a response");
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"app"[..]));
+    println!("the client over the limit was served once one idle connection closed");
     drop(idle);
+}
+
+#[tokio::test]
+async fn max_connections_spans_every_listener_and_the_next_client_waits_for_a_slot() {
+    let server = Backend::named("app").await;
+    let limits = ConnectionLimits {
+        max_connections: Some(2),
+        ..ConnectionLimits::default()
+    };
+    let proxy = proxy_with_limits(&server, limits, 2).await;
+    let [one, two] = proxy.app.listen_addrs()[..] else {
+        panic!("two listeners");
+    };
+
+    // Two connections on the first listener fill the limit: the quiet second listener
+    // holds no slot of its own.
+    let mut a = Client::connect(one).await;
+    assert_eq!(a.get("app.test", "/").await.status, StatusCode::OK);
+    let mut b = Client::connect(one).await;
+    assert_eq!(b.get("app.test", "/").await.status, StatusCode::OK);
+    assert_eq!(proxy.app.open_connections(), 2);
+
+    // A third, on either listener, waits; the admin API still answers.
+    let mut c = waiting_request(two).await;
+    let mut d = waiting_request(one).await;
+    let (c_waits, d_waits) = tokio::join!(unanswered(&mut c), unanswered(&mut d));
+    assert!(
+        c_waits && d_waits,
+        "served over the limit: {c_waits} {d_waits}"
+    );
+    assert_eq!(proxy.app.open_connections(), 2);
+    assert_eq!(admin_get(proxy.api(), "/v2/status").await.0, StatusCode::OK);
+
+    // Slots freed serve the waiting clients, on either listener: the first freed slot goes
+    // to one of them, the second to the other.
+    drop(a);
+    let (mut c, mut d) = (Reader::new(c), Reader::new(d));
+    let first_served = tokio::select! {
+        answer = c.response() => ("c", answer),
+        answer = d.response() => ("d", answer),
+    };
+    assert_eq!(first_served.1.expect("a response").status, 200);
+    assert_eq!(proxy.app.open_connections(), 2);
+    drop(b);
+    let other = if first_served.0 == "c" {
+        &mut d
+    } else {
+        &mut c
+    };
+    let answer = within("the second waiting client", other.response())
+        .await
+        .expect("a response");
+    assert_eq!(answer.status, 200);
+    println!("two clients over a limit of 2 waited, then were served as slots freed");
+}
+
+/// A server that switches protocols when asked to and holds the upgraded connection until
+/// the client closes it; other requests get 200 "plain".
+async fn upgrade_and_hold() -> Backend {
+    Backend::start(|mut req: Request<Incoming>| async move {
+        if !req.headers().contains_key(http::header::UPGRADE) {
+            return Response::new(body::full("plain"));
+        }
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut sink = [0u8; 64];
+                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .body(body::empty())
+            .expect("a 101 response")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_holds_its_slot_until_the_tunnel_closes() {
+    let server = upgrade_and_hold().await;
+    let limits = ConnectionLimits {
+        max_connections: Some(1),
+        ..ConnectionLimits::default()
+    };
+    let proxy = proxy_with_limits(&server, limits, 1).await;
+    let mut tunnel = within("connect", TcpStream::connect(proxy.addr()))
+        .await
+        .expect("connect");
+    tunnel
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
+    let mut tunnel = Reader::new(tunnel);
+    let (status, _) = within("the 101", tunnel.head()).await.expect("a 101");
+    assert_eq!(status, 101);
+
+    let mut next = waiting_request(proxy.addr()).await;
+    assert!(
+        unanswered(&mut next).await,
+        "served while a tunnel held the only slot"
+    );
+    assert_eq!(proxy.app.open_connections(), 1);
+    drop(tunnel);
+    let mut next = Reader::new(next);
+    let answer = within("the waiting client", next.response())
+        .await
+        .expect("a response");
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (200, &b"plain"[..])
+    );
+}
+
+// === Idle timeout ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout_and_slow_responses_are_not() {
+    let slow = Backend::start(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            // Several idle timeouts long.
+            tokio::time::sleep(SHORT * 5).await;
+        }
+        Response::new(body::full("done"))
+    })
+    .await;
+    // Only the idle timeout is short: the header timeout stays at its default.
+    let limits = ConnectionLimits {
+        idle_timeout: Some(SHORT),
+        ..ConnectionLimits::default()
+    };
+    let proxy = proxy_with_limits(&slow, limits, 1).await;
+    let addr = proxy.addr();
+
+    // HTTP/1.1: a slow response is not cut; then, idle, the connection is closed.
+    let h1 = async {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let mut reader = Reader::new(stream);
+        reader
+            .stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = reader.response().await.expect("the slow response");
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"done"[..]));
+        let idle = Instant::now();
+        assert!(
+            reader.response().await.is_none(),
+            "no answer without a request"
+        );
+        assert!(reader.closed, "the idle HTTP/1.1 connection was not closed");
+        idle.elapsed()
+    };
+    // HTTP/2 (h2c): the same, and the connection ends (GOAWAY, then close).
+    let h2 = async {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2c handshake");
+        let connection = tokio::spawn(connection);
+        let request = Request::builder()
+            .uri("http://app.test/slow")
+            .body(body::empty())
+            .expect("a request");
+        let response = within("the slow h2c response", sender.send_request(request))
+            .await
+            .expect("an h2c response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("the body")
+            .to_bytes();
+        assert_eq!(bytes, "done");
+        let idle = Instant::now();
+        within("the idle h2c connection to close", connection)
+            .await
+            .expect("the connection task")
+            .expect("a clean close");
+        idle.elapsed()
+    };
+    // A connection that never sends a request is idle from the start.
+    let silent = async {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let mut reader = Reader::new(stream);
+        assert!(reader.response().await.is_none());
+        assert!(reader.closed);
+    };
+    let (h1_closed, h2_closed, ()) = tokio::join!(h1, h2, silent);
+    println!(
+        "idle timeout {SHORT:?}: HTTP/1.1 closed {h1_closed:?} after its last response, \
+         h2c {h2_closed:?}; both outlived a {:?} response",
+        SHORT * 5
+    );
+    within("every connection to be closed", async {
+        while proxy.app.open_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(slow.hits(), 2);
 }
 
 // === Forged forwarding headers ===

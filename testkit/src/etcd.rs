@@ -19,6 +19,8 @@
 //! - **Logs** go to `etcd.log` beside (not inside) the data directory: etcd warns about
 //!   unknown files in its data directory. [`EtcdServer::log`] returns them for failure
 //!   messages.
+//! - **Settings**: [`EtcdServer::start_with`] takes an [`EtcdConfig`], e.g. a larger
+//!   `--max-request-bytes` than etcd's 1.5 MiB default for tests that write large values.
 //! - **Lifecycle**: [`EtcdServer::stop`] kills the process and keeps the data;
 //!   [`EtcdServer::restart`] starts it again on the same ports with the same data (an etcd
 //!   outage and its recovery); dropping the server kills it and removes the directory.
@@ -38,9 +40,34 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times [`EtcdServer::start`] tries fresh ports when etcd exits before it is ready.
 const START_ATTEMPTS: usize = 3;
 
+/// Settings of a test etcd beyond the defaults, for [`EtcdServer::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    max_request_bytes: Option<u64>,
+}
+
+impl EtcdConfig {
+    /// The largest request etcd accepts (`--max-request-bytes`; etcd's default is 1.5 MiB),
+    /// which bounds the size of one value.
+    pub fn max_request_bytes(mut self, bytes: u64) -> Self {
+        self.max_request_bytes = Some(bytes);
+        self
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(bytes) = self.max_request_bytes {
+            args.push("--max-request-bytes".to_owned());
+            args.push(bytes.to_string());
+        }
+        args
+    }
+}
+
 /// A running (or stopped) single-member etcd on 127.0.0.1.
 pub struct EtcdServer {
     binary: PathBuf,
+    config: EtcdConfig,
     /// Holds `data/` (etcd's data directory) and `etcd.log`; removed on drop.
     dir: tempfile::TempDir,
     client_port: u16,
@@ -56,6 +83,12 @@ impl EtcdServer {
     /// panics instead. Panics if etcd is installed but does not become ready within
     /// [`READY_TIMEOUT`], with etcd's log in the message.
     pub async fn start() -> Option<EtcdServer> {
+        Self::start_with(EtcdConfig::default()).await
+    }
+
+    /// [`EtcdServer::start`] with the settings of `config` (kept across
+    /// [`restart`](Self::restart)s).
+    pub async fn start_with(config: EtcdConfig) -> Option<EtcdServer> {
         let Some(binary) = find_on_path("etcd") else {
             let message = "etcd is not installed (no `etcd` on PATH): install Debian's \
                            etcd-server package (scripts/test.sh does)";
@@ -69,6 +102,7 @@ impl EtcdServer {
         for _ in 0..START_ATTEMPTS {
             let mut server = EtcdServer {
                 binary: binary.clone(),
+                config: config.clone(),
                 dir: tempfile::Builder::new()
                     .prefix("lb-etcd-")
                     .tempdir()
@@ -153,6 +187,7 @@ impl EtcdServer {
             // Elect in tens of milliseconds and honour 1 s leases.
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(self.config.args())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -195,6 +230,7 @@ impl fmt::Debug for EtcdServer {
         f.debug_struct("EtcdServer")
             .field("endpoint", &self.endpoint())
             .field("peer_port", &self.peer_port)
+            .field("config", &self.config)
             .field("dir", &self.dir.path())
             .field("running", &self.is_running())
             .finish()

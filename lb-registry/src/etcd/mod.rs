@@ -48,6 +48,10 @@
 //! unrelated keys sort between them. Events carry their values (no key is read again) and
 //! are emitted as one [`WatchEvent::Changes`] per etcd revision, in order.
 //!
+//! Answers are read whatever their size (up to [`MAX_MESSAGE_BYTES`], as etcd's Go client),
+//! so one large value never stops the listing or the watch: judging a value is the
+//! configuration's job, which reports it by key.
+//!
 //! The watch runs until the [`Watch`] or the registry is dropped:
 //!
 //! - **Compaction** (the start revision is gone): a [`WatchEvent::Reset`] with a fresh
@@ -130,8 +134,17 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How many keys one range request of [`list`](Registry::list) asks for, so a large tree
-/// never exceeds gRPC's message size limit.
+/// comes in answers of moderate size rather than one huge message.
 pub const LIST_PAGE: i64 = 500;
+
+/// The largest gRPC message this registry accepts from etcd: Go's clientv3 default
+/// (`MaxCallRecvMsgSize`, 2 GiB), so that whatever etcd stores (values up to its
+/// `--max-request-bytes`, a page of [`LIST_PAGE`] of them) can be read, as `etcdctl` and
+/// vulcand read it. tonic's default of 4 MiB made one large value (or a page of a few
+/// hundred 10 kB ones) fail every listing and every watch, so the registry could never
+/// resynchronise again; what is too large for a configuration object is for the
+/// configuration to reject, by key.
+pub const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
 
 /// etcd's largest lease TTL, in seconds (`MaxLeaseTTL`).
 const MAX_LEASE_SECONDS: u64 = 9_000_000_000;
@@ -264,7 +277,7 @@ impl EtcdRegistry {
             None => shared
                 .call(
                     || format!("put {etcd_key}"),
-                    client.kv_client().put(etcd_key.as_str(), value, options),
+                    kv_client(&client).put(etcd_key.as_str(), value, options),
                 )
                 .await
                 .map(|response| revision(response.header())),
@@ -327,7 +340,7 @@ impl EtcdRegistry {
             .shared
             .call(
                 || format!("compare-and-put {etcd_key}"),
-                client.kv_client().txn(txn),
+                kv_client(client).txn(txn),
             )
             .await?;
         if response.succeeded() {
@@ -354,7 +367,7 @@ impl EtcdRegistry {
         let response = shared
             .call(
                 || format!("delete {etcd_key}{}", if prefix { "*" } else { "" }),
-                client.kv_client().delete(etcd_key.as_str(), options),
+                kv_client(&client).delete(etcd_key.as_str(), options),
             )
             .await?;
         if response.deleted() == 0 {
@@ -495,7 +508,7 @@ impl Registry for EtcdRegistry {
             let mut response = shared
                 .call(
                     || format!("get {etcd_key}"),
-                    client.kv_client().get(etcd_key.as_str(), None),
+                    kv_client(&client).get(etcd_key.as_str(), None),
                 )
                 .await?;
             Ok(response.take_kvs().into_iter().next().map(|kv| {
@@ -609,7 +622,7 @@ impl Shared {
 
     async fn list_once(&self) -> Result<Listing, ListError> {
         let client = self.client().await?;
-        let mut kv = client.kv_client();
+        let mut kv = kv_client(&client);
         let mut revision = 0;
         let mut tree = BTreeMap::new();
         for prefix in self.layout.list_prefixes() {
@@ -712,6 +725,20 @@ fn lease_seconds(key: &str, ttl: Duration) -> Result<i64, RegistryError> {
         )));
     }
     i64::try_from(seconds).map_err(|_| invalid(format!("{ttl:?} is too long")))
+}
+
+/// A KV client that accepts answers up to [`MAX_MESSAGE_BYTES`].
+fn kv_client(client: &Client) -> etcd_client::KvClient {
+    client
+        .kv_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A watch client that accepts answers up to [`MAX_MESSAGE_BYTES`].
+fn watch_client(client: &Client) -> etcd_client::WatchClient {
+    client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The revision in a response header (etcd always sends one).

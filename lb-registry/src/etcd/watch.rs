@@ -169,7 +169,7 @@ async fn open(shared: &Shared, start: u64) -> Result<WatchStream, RegistryError>
         .with_progress_notify();
     shared
         .call(|| format!("watch from revision {start}"), async move {
-            client.watch_client().watch(key, Some(options)).await
+            super::watch_client(&client).watch(key, Some(options)).await
         })
         .await
 }
