@@ -270,8 +270,8 @@ impl Admin {
                 "Summary": {
                     "Frontends": snapshot.frontends().len(),
                     "Backends": snapshot.backends().len(),
-                    "Servers": snapshot.all_servers().len(),
-                    "Middlewares": snapshot.all_middlewares().len(),
+                    "Servers": snapshot.all_servers().count(),
+                    "Middlewares": snapshot.all_middlewares().count(),
                     "Hosts": snapshot.hosts().len(),
                     "Listeners": snapshot.listeners().len(),
                 },

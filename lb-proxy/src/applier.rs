@@ -12,21 +12,21 @@
 //! Every apply and registry failure is recorded in the proxy's
 //! [`Metrics`](crate::metrics::Metrics) (applies ok/failed, revision, registry connected).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use lb_core::balance::StateStore;
-use lb_core::config::{Diff, Snapshot, SnapshotBuilder};
+use lb_core::config::{ConfigError, Diff, ObjectKey, Snapshot, SnapshotBuilder};
 use lb_core::health::{CheckedBackend, CheckedServer, HealthChecker};
 use lb_middleware::Types;
 use lb_registry::{Change, Registry, WatchEvent};
 use tokio::sync::watch;
 
 use crate::forward::Proxy;
-use crate::runtime::Runtime;
+use crate::runtime::{BackendRuntime, Runtime};
 
 /// How the applier builds and paces snapshots.
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +170,7 @@ impl Applier {
             let mut tree: BTreeMap<String, Bytes> = listing
                 .entries
                 .into_iter()
-                .map(|kv| (kv.key, kv.value))
+                .map(|kv| (canonical(kv.key), kv.value))
                 .collect();
             self.registry_ok();
             self.apply(&tree, revision);
@@ -186,7 +186,8 @@ impl Applier {
                 }
             };
             'watching: while let Some(event) = watch.next().await {
-                let mut dirty = self.absorb(event, &mut tree, &mut revision);
+                let mut burst = Burst::default();
+                self.absorb(event, &mut tree, &mut revision, &mut burst);
                 let first = Instant::now();
                 loop {
                     let left = self.config.max_wait.saturating_sub(first.elapsed());
@@ -194,19 +195,15 @@ impl Applier {
                         break;
                     }
                     match tokio::time::timeout(self.config.min_wait.min(left), watch.next()).await {
-                        Ok(Some(event)) => dirty |= self.absorb(event, &mut tree, &mut revision),
+                        Ok(Some(event)) => self.absorb(event, &mut tree, &mut revision, &mut burst),
                         Ok(None) => {
-                            if dirty {
-                                self.apply(&tree, revision);
-                            }
+                            self.apply_burst(&tree, revision, burst);
                             break 'watching;
                         }
                         Err(_quiet) => break,
                     }
                 }
-                if dirty {
-                    self.apply(&tree, revision);
-                }
+                self.apply_burst(&tree, revision, burst);
             }
             tracing::warn!(registry = %self.registry.describe(), "watch ended; listing again");
         }
@@ -231,13 +228,14 @@ impl Applier {
         });
     }
 
-    /// Folds one watch event into the tree; returns whether the tree changed.
+    /// Folds one watch event into the tree and notes what it changed in `burst`.
     fn absorb(
         &self,
         event: WatchEvent,
         tree: &mut BTreeMap<String, Bytes>,
         revision: &mut u64,
-    ) -> bool {
+        burst: &mut Burst,
+    ) {
         match event {
             WatchEvent::Changes {
                 revision: at,
@@ -245,49 +243,121 @@ impl Applier {
             } => {
                 *revision = at;
                 for change in changes {
-                    match change {
+                    let key = match change {
                         Change::Put(kv) => {
-                            tree.insert(kv.key, kv.value);
+                            let key = canonical(kv.key);
+                            tree.insert(key.clone(), kv.value);
+                            key
                         }
                         Change::Delete { key } => {
+                            let key = canonical(key);
                             tree.remove(&key);
+                            key
                         }
-                    }
+                    };
+                    burst.keys.insert(key);
                 }
                 self.registry_ok();
-                true
             }
             WatchEvent::Reset(listing) => {
                 *revision = listing.revision;
                 *tree = listing
                     .entries
                     .into_iter()
-                    .map(|kv| (kv.key, kv.value))
+                    .map(|kv| (canonical(kv.key), kv.value))
                     .collect();
+                burst.reset = true;
                 self.registry_ok();
-                true
             }
             WatchEvent::Error(error) => {
                 self.registry_problem(format!("{}: {error}", self.registry.describe()));
-                false
             }
-            _ => false,
+            _ => {}
         }
     }
 
-    /// Builds and swaps in the snapshot of `tree`.
+    /// Applies what a burst of events changed: nothing, the changed keys, or (after a reset)
+    /// the whole tree.
+    fn apply_burst(&self, tree: &BTreeMap<String, Bytes>, revision: u64, burst: Burst) {
+        if burst.reset {
+            self.apply(tree, revision);
+        } else if !burst.keys.is_empty() {
+            self.apply_changes(tree, revision, burst.keys.iter().map(String::as_str));
+        }
+    }
+
+    /// Applies a change of the keys `changed` (puts and deletes, already made in `tree`):
+    /// only what the change touched is validated and rebuilt (see
+    /// [`SnapshotBuilder::update`] and [`Runtime::update`]). Before the first snapshot it
+    /// applies the whole tree.
+    pub fn apply_changes<'k>(
+        &self,
+        tree: &BTreeMap<String, Bytes>,
+        revision: u64,
+        changed: impl IntoIterator<Item = &'k str>,
+    ) {
+        if !self.status.borrow().applied {
+            return self.apply(tree, revision);
+        }
+        let started = Instant::now();
+        let old = self.proxy.runtime();
+        let previous = old.snapshot();
+        let changed: Vec<&str> = changed.into_iter().collect();
+        let (snapshot, diff) = SnapshotBuilder::new()
+            .strict(self.config.strict)
+            .middleware_types(&self.types)
+            .update(previous, revision, tree, &changed);
+        let snapshot = Arc::new(snapshot);
+        let runtime = Arc::new(old.update(
+            Arc::clone(&snapshot),
+            &diff,
+            &self.store,
+            &self.types,
+            &self.hostname,
+            Instant::now(),
+        ));
+        self.proxy.store(Arc::clone(&runtime));
+        let mut touched = BTreeSet::new();
+        for key in diff.added.iter().chain(&diff.removed).chain(&diff.changed) {
+            if let ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } = key {
+                touched.insert(id.as_str());
+            }
+        }
+        let (present, removed): (Vec<&str>, Vec<&str>) = touched
+            .into_iter()
+            .partition(|id| runtime.backend(id).is_some());
+        let present = present.into_iter().filter_map(|id| runtime.backend(id));
+        self.checker
+            .update_some(present.map(|b| checked_backend(b)), removed);
+        // Log the errors of what changed, not every error of the tree again.
+        let mut keys: BTreeSet<String> = changed.iter().map(|k| (*k).to_owned()).collect();
+        keys.extend(
+            diff.added
+                .iter()
+                .chain(&diff.removed)
+                .chain(&diff.changed)
+                .map(ObjectKey::to_string),
+        );
+        let errors = snapshot.errors();
+        let errors = keys.iter().flat_map(|key| {
+            let from = errors.partition_point(|e| e.key < *key);
+            errors[from..].iter().take_while(move |e| e.key == *key)
+        });
+        self.publish(started, Arc::clone(&snapshot), &diff, errors);
+    }
+
+    /// Builds and swaps in the snapshot of `tree`, as a whole.
     pub fn apply(&self, tree: &BTreeMap<String, Bytes>, revision: u64) {
         let started = Instant::now();
-        let previous = Arc::clone(&self.status.borrow().snapshot);
+        let old = self.proxy.runtime();
         let snapshot = Arc::new(build_snapshot(
             revision,
             tree.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
             self.config.strict,
             &self.types,
-            Some(&previous),
+            self.status.borrow().applied.then(|| &**old.snapshot()),
         ));
-        let diff = Diff::between(&previous, &snapshot);
-        let old = self.proxy.runtime();
+        let diff = Diff::between(old.snapshot(), &snapshot);
         let runtime = Arc::new(Runtime::build(
             Arc::clone(&snapshot),
             Some(&old),
@@ -297,15 +367,28 @@ impl Applier {
             Instant::now(),
         ));
         self.proxy.store(Arc::clone(&runtime));
-        self.checker.update(checked_backends(&runtime));
+        self.checker
+            .update(runtime.backends().map(|b| checked_backend(b)));
+        let errors = snapshot.errors().iter();
+        self.publish(started, Arc::clone(&snapshot), &diff, errors);
+    }
+
+    /// After a swap: listeners, logs, metrics and the status.
+    fn publish<'e>(
+        &self,
+        started: Instant,
+        snapshot: Arc<Snapshot>,
+        diff: &Diff,
+        errors: impl Iterator<Item = &'e ConfigError>,
+    ) {
         if let Some(hook) = &self.on_apply {
             hook(&snapshot);
         }
-        for error in snapshot.errors() {
+        for error in errors {
             tracing::warn!(key = %error.key, kept_last_good = error.kept_last_good, "config: {}", error.message);
         }
         tracing::info!(
-            revision,
+            revision = snapshot.revision(),
             added = diff.added.len(),
             removed = diff.removed.len(),
             changed = diff.changed.len(),
@@ -320,6 +403,25 @@ impl Applier {
             s.snapshot = snapshot;
             s.applied_at = Some(applied_at);
         });
+    }
+}
+
+/// What a burst of watch events changed.
+#[derive(Debug, Default)]
+struct Burst {
+    /// The keys put or deleted.
+    keys: BTreeSet<String>,
+    /// Whether the registry sent a fresh listing (the whole tree is applied again).
+    reset: bool,
+}
+
+/// A key without leading slashes: registries give keys relative to their prefix, and
+/// the snapshot builder reads `/backends/b1/backend` as `backends/b1/backend`; one
+/// spelling per object keeps updates and full builds in agreement.
+fn canonical(key: String) -> String {
+    match key.strip_prefix('/') {
+        Some(_) => key.trim_start_matches('/').to_owned(),
+        None => key,
     }
 }
 
@@ -352,23 +454,19 @@ where
     builder.build(revision, entries)
 }
 
-fn checked_backends(runtime: &Runtime) -> Vec<CheckedBackend> {
-    runtime
-        .backends()
-        .map(|backend| {
-            let servers = backend.servers.iter().filter_map(|server| {
-                let state = backend.balancer.as_ref()?.server(&server.id)?;
-                Some(CheckedServer::new(
-                    server.id.to_string(),
-                    server.entry.target.to_string(),
-                    Arc::clone(state),
-                ))
-            });
-            CheckedBackend::new(
-                backend.id.to_string(),
-                backend.entry.health_check.clone(),
-                servers.collect::<Vec<_>>(),
-            )
-        })
-        .collect()
+/// What the health checker needs to know about a backend.
+fn checked_backend(backend: &BackendRuntime) -> CheckedBackend {
+    let servers = backend.servers.iter().filter_map(|server| {
+        let state = backend.balancer.as_ref()?.server(&server.id)?;
+        Some(CheckedServer::new(
+            server.id.to_string(),
+            server.entry.target.to_string(),
+            Arc::clone(state),
+        ))
+    });
+    CheckedBackend::new(
+        backend.id.to_string(),
+        backend.entry.health_check.clone(),
+        servers.collect::<Vec<_>>(),
+    )
 }

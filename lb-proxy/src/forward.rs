@@ -125,10 +125,10 @@ impl Proxy {
             status: StatusCode::OK,
             bytes: 0,
         };
-        let Some((index, captures)) = runtime.router().route(&req).map(|m| {
+        let Some((routed, captures)) = runtime.router().route(&req).map(|m| {
             // Captures are copied out only for a chain to read (rewrite): none per request
             // otherwise.
-            let chained = runtime.frontend_at(*m.value).service.is_some();
+            let chained = m.value.service.is_some();
             let captures = (chained && !m.captures.is_empty()).then(|| {
                 RouteCaptures(
                     m.captures
@@ -137,12 +137,11 @@ impl Proxy {
                         .collect(),
                 )
             });
-            (*m.value, captures)
+            (m.value, captures)
         }) else {
             self.metrics.count_unrouted();
             return log.finish(ProxyError::NoRoute.response());
         };
-        let routed = runtime.frontend_at(index);
         let frontend = &routed.frontend;
         frontend.stats.count_started();
         // One reference serves the access log (frontend and backend ids) and the counters

@@ -329,9 +329,7 @@ fn attempts(stats: &ServerStats) -> u64 {
 fn frontend_counts(proxy: &Proxy, id: &str) -> (u64, u64) {
     let runtime = proxy.app.proxy().runtime();
     let routed = runtime
-        .frontends()
-        .iter()
-        .find(|f| &*f.frontend.id == id)
+        .frontend(id)
         .unwrap_or_else(|| panic!("no frontend {id}"));
     (
         routed.frontend.stats.started(),

@@ -58,14 +58,14 @@ const HOST_BUF: usize = 256;
 pub struct Router<T> {
     ids: FxHashMap<Arc<str>, usize>,
     routes: Vec<Option<Route<T>>>,
-    infos: Vec<Option<RouteInfo>>,
+    infos: Vec<Option<Arc<RouteInfo>>>,
     free_routes: Vec<usize>,
-    alts: Vec<Option<Entry>>,
+    alts: Vec<Option<Arc<Entry>>>,
     free_alts: Vec<EntryId>,
     /// Keyed by the lowercased literal host.
-    exact_hosts: FxHashMap<Box<str>, Group>,
-    host_patterns: Vec<(Pattern, Group)>,
-    any_host: Group,
+    exact_hosts: FxHashMap<Arc<str>, Arc<Group>>,
+    host_patterns: Vec<(Pattern, Arc<Group>)>,
+    any_host: Arc<Group>,
 }
 
 /// The result of a successful lookup.
@@ -179,7 +179,7 @@ impl<T> Router<T> {
             free_alts: Vec::new(),
             exact_hosts: FxHashMap::default(),
             host_patterns: Vec::new(),
-            any_host: Group::default(),
+            any_host: Arc::default(),
         }
     }
 
@@ -233,11 +233,11 @@ impl<T> Router<T> {
             };
             alt_ids.push(self.file(entry));
         }
-        self.infos[slot] = Some(RouteInfo {
+        self.infos[slot] = Some(Arc::new(RouteInfo {
             priority,
             expr,
             alts: alt_ids,
-        });
+        }));
         old
     }
 
@@ -246,7 +246,8 @@ impl<T> Router<T> {
         let slot = self.ids.remove(id)?;
         let route = self.routes[slot].take()?;
         self.free_routes.push(slot);
-        for alt_id in self.infos[slot].take().map(|i| i.alts).unwrap_or_default() {
+        let info = self.infos[slot].take();
+        for &alt_id in info.as_ref().map_or(&[][..], |i| &i.alts) {
             self.unfile(alt_id);
         }
         Some(route.value)
@@ -443,7 +444,7 @@ impl<T> Router<T> {
             checks: !entry.alt.residual.is_empty(),
         };
         let (host, path) = (entry.alt.host.clone(), entry.alt.path.clone());
-        self.alts[id as usize] = Some(entry);
+        self.alts[id as usize] = Some(Arc::new(entry));
         // The group leaves the router while it is edited, because `before` reads `self`.
         let mut group = self.take_group(&host);
         let before = |a: &Cand, b: &Cand| self.ranks_before(a, b);
@@ -503,7 +504,7 @@ impl<T> Router<T> {
             (PathKey::Any, _) => group.pathless.retain(|c| !is_it(c)),
         }
         group.scores_mut(part).remove(entry.score);
-        self.put_group(entry.alt.host, group);
+        self.put_group(entry.alt.host.clone(), group);
     }
 
     fn take_group(&mut self, key: &HostKey) -> Group {
@@ -511,12 +512,13 @@ impl<T> Router<T> {
             HostKey::Exact(h) => self
                 .exact_hosts
                 .remove(h.to_string().as_str())
+                .map(Arc::unwrap_or_clone)
                 .unwrap_or_default(),
             HostKey::Pattern(p) => match self.host_patterns.iter().position(|(q, _)| q == p) {
-                Some(i) => self.host_patterns.swap_remove(i).1,
+                Some(i) => Arc::unwrap_or_clone(self.host_patterns.swap_remove(i).1),
                 None => Group::default(),
             },
-            HostKey::Any => std::mem::take(&mut self.any_host),
+            HostKey::Any => Arc::unwrap_or_clone(std::mem::take(&mut self.any_host)),
         }
     }
 
@@ -524,15 +526,16 @@ impl<T> Router<T> {
         let empty = group.max().is_none();
         match key {
             HostKey::Exact(h) if !empty => {
-                self.exact_hosts.insert(h.to_string().into(), group);
+                self.exact_hosts
+                    .insert(h.to_string().into(), Arc::new(group));
             }
             HostKey::Pattern(p) if !empty => {
-                self.host_patterns.push((p, group));
+                self.host_patterns.push((p, Arc::new(group)));
                 // Keep pattern groups best first so a lookup can stop early.
                 self.host_patterns
                     .sort_by_key(|(_, g)| std::cmp::Reverse(g.max()));
             }
-            HostKey::Any => self.any_host = group,
+            HostKey::Any => self.any_host = Arc::new(group),
             _ => {}
         }
     }

@@ -9,13 +9,15 @@
 //! backend, a frontend its `BackendId`, and a middleware its frontend, in the snapshot being
 //! built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lb_route::Expr;
 
+use super::diff::Diff;
 use super::failover::FailoverPredicate;
 use super::model::{
     Backend, BackendSettings, Decoded, Frontend, HealthCheckSettings, Host, Listener, Middleware,
@@ -352,40 +354,85 @@ impl fmt::Display for Target {
 
 // === Snapshot ===
 
+/// Objects of one kind by id.
+pub(super) type Map<T> = BTreeMap<Arc<str>, Arc<T>>;
+
+/// Child objects (servers, middlewares) by parent id, then by id. Each parent's map is
+/// shared, so an update clones only the map of the parent it touches.
+pub(super) type Nested<T> = BTreeMap<Arc<str>, Arc<Map<T>>>;
+
 /// An immutable, validated configuration: every good object of a registry tree, the last
 /// good version of objects whose current version is bad, and the errors.
 ///
 /// Objects are shared `Arc`s, so a snapshot is cheap to keep next to its successor and an
-/// object carried over from the previous snapshot is the very same allocation.
+/// object carried over from the previous snapshot is the very same allocation. Maps are keyed
+/// by shared ids and child objects are grouped per parent, so cloning a snapshot (which
+/// [`SnapshotBuilder::update`] does) copies pointers, not strings.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     revision: u64,
-    hosts: BTreeMap<String, Arc<HostEntry>>,
-    listeners: BTreeMap<String, Arc<ListenerEntry>>,
-    frontends: BTreeMap<String, Arc<FrontendEntry>>,
-    middlewares: BTreeMap<(String, String), Arc<MiddlewareEntry>>,
-    backends: BTreeMap<String, Arc<BackendEntry>>,
-    servers: BTreeMap<(String, String), Arc<ServerEntry>>,
+    hosts: Map<HostEntry>,
+    listeners: Map<ListenerEntry>,
+    frontends: Map<FrontendEntry>,
+    middlewares: Nested<MiddlewareEntry>,
+    backends: Map<BackendEntry>,
+    servers: Nested<ServerEntry>,
     errors: Vec<ConfigError>,
 }
 
-fn children<'m, 'p, T>(
-    map: &'m BTreeMap<(String, String), Arc<T>>,
-    parent: &'p str,
-) -> impl Iterator<Item = &'m Arc<T>> + use<'m, 'p, T> {
-    map.range((parent.to_owned(), String::new())..)
-        .take_while(move |((p, _), _)| p == parent)
-        .map(|(_, v)| v)
+fn child<'m, T>(map: &'m Nested<T>, parent: &str, id: &str) -> Option<&'m Arc<T>> {
+    map.get(parent)?.get(id)
+}
+
+fn children<'m, T>(
+    map: &'m Nested<T>,
+    parent: &str,
+) -> impl Iterator<Item = &'m Arc<T>> + use<'m, T> {
+    map.get(parent)
+        .into_iter()
+        .flat_map(|children| children.values())
+}
+
+/// Puts `entry` under `id` (or removes `id` when there is none).
+fn put<T>(map: &mut Map<T>, id: &str, entry: Option<Arc<T>>) {
+    match entry {
+        Some(entry) => {
+            map.insert(Arc::from(id), entry);
+        }
+        None => {
+            map.remove(id);
+        }
+    }
+}
+
+/// [`put`] for a child object; a parent without children has no map.
+fn put_child<T>(map: &mut Nested<T>, parent: &str, id: &str, entry: Option<Arc<T>>) {
+    match entry {
+        Some(entry) => {
+            let children = map.entry(Arc::from(parent)).or_default();
+            Arc::make_mut(children).insert(Arc::from(id), entry);
+        }
+        None => {
+            if let Some(children) = map.get_mut(parent) {
+                if children.contains_key(id) {
+                    Arc::make_mut(children).remove(id);
+                }
+                if children.is_empty() {
+                    map.remove(parent);
+                }
+            }
+        }
+    }
 }
 
 /// Borrowed views of a snapshot's maps, for [`Diff`](super::Diff).
 pub(super) struct Parts<'s> {
-    pub(super) hosts: &'s BTreeMap<String, Arc<HostEntry>>,
-    pub(super) listeners: &'s BTreeMap<String, Arc<ListenerEntry>>,
-    pub(super) frontends: &'s BTreeMap<String, Arc<FrontendEntry>>,
-    pub(super) middlewares: &'s BTreeMap<(String, String), Arc<MiddlewareEntry>>,
-    pub(super) backends: &'s BTreeMap<String, Arc<BackendEntry>>,
-    pub(super) servers: &'s BTreeMap<(String, String), Arc<ServerEntry>>,
+    pub(super) hosts: &'s Map<HostEntry>,
+    pub(super) listeners: &'s Map<ListenerEntry>,
+    pub(super) frontends: &'s Map<FrontendEntry>,
+    pub(super) middlewares: &'s Nested<MiddlewareEntry>,
+    pub(super) backends: &'s Map<BackendEntry>,
+    pub(super) servers: &'s Nested<ServerEntry>,
 }
 
 impl Snapshot {
@@ -436,13 +483,13 @@ impl Snapshot {
     }
 
     /// Every server, ordered by (backend id, server id).
-    pub fn all_servers(&self) -> impl ExactSizeIterator<Item = &Arc<ServerEntry>> {
-        self.servers.values()
+    pub fn all_servers(&self) -> impl Iterator<Item = &Arc<ServerEntry>> {
+        self.servers.values().flat_map(|servers| servers.values())
     }
 
     /// Every middleware, ordered by (frontend id, middleware id).
-    pub fn all_middlewares(&self) -> impl ExactSizeIterator<Item = &Arc<MiddlewareEntry>> {
-        self.middlewares.values()
+    pub fn all_middlewares(&self) -> impl Iterator<Item = &Arc<MiddlewareEntry>> {
+        self.middlewares.values().flat_map(|chain| chain.values())
     }
 
     /// A host by name.
@@ -467,16 +514,19 @@ impl Snapshot {
 
     /// A server of a backend.
     pub fn server(&self, backend: &str, id: &str) -> Option<&Arc<ServerEntry>> {
-        self.servers.get(&(backend.to_owned(), id.to_owned()))
+        child(&self.servers, backend, id)
     }
 
     /// A middleware of a frontend.
     pub fn middleware(&self, frontend: &str, id: &str) -> Option<&Arc<MiddlewareEntry>> {
-        self.middlewares.get(&(frontend.to_owned(), id.to_owned()))
+        child(&self.middlewares, frontend, id)
     }
 
     /// The servers of a backend, ordered by id.
-    pub fn servers<'s>(&'s self, backend: &'s str) -> impl Iterator<Item = &'s Arc<ServerEntry>> {
+    pub fn servers<'s>(
+        &'s self,
+        backend: &str,
+    ) -> impl Iterator<Item = &'s Arc<ServerEntry>> + use<'s> {
         children(&self.servers, backend)
     }
 
@@ -493,10 +543,10 @@ impl Snapshot {
     /// Whether the snapshot holds the object named by `key`.
     pub fn contains(&self, key: &ObjectKey) -> bool {
         match key {
-            ObjectKey::Host(n) => self.hosts.contains_key(n),
-            ObjectKey::Listener(id) => self.listeners.contains_key(id),
-            ObjectKey::Frontend(id) => self.frontends.contains_key(id),
-            ObjectKey::Backend(id) => self.backends.contains_key(id),
+            ObjectKey::Host(n) => self.hosts.contains_key(n.as_str()),
+            ObjectKey::Listener(id) => self.listeners.contains_key(id.as_str()),
+            ObjectKey::Frontend(id) => self.frontends.contains_key(id.as_str()),
+            ObjectKey::Backend(id) => self.backends.contains_key(id.as_str()),
             ObjectKey::Middleware { frontend, id } => self.middleware(frontend, id).is_some(),
             ObjectKey::Server { backend, id } => self.server(backend, id).is_some(),
         }
@@ -504,26 +554,31 @@ impl Snapshot {
 
     /// Every object's key, in key order per kind.
     pub fn keys(&self) -> impl Iterator<Item = ObjectKey> + '_ {
-        let hosts = self.hosts.keys().map(|n| ObjectKey::Host(n.clone()));
+        let own = |id: &Arc<str>| id.to_string();
+        let hosts = self.hosts.keys().map(move |n| ObjectKey::Host(own(n)));
         let listeners = self
             .listeners
             .keys()
-            .map(|n| ObjectKey::Listener(n.clone()));
+            .map(move |n| ObjectKey::Listener(own(n)));
         let frontends = self
             .frontends
             .keys()
-            .map(|n| ObjectKey::Frontend(n.clone()));
-        let middlewares = self
-            .middlewares
+            .map(move |n| ObjectKey::Frontend(own(n)));
+        let middlewares = self.middlewares.iter().flat_map(move |(f, chain)| {
+            chain.keys().map(move |id| ObjectKey::Middleware {
+                frontend: own(f),
+                id: own(id),
+            })
+        });
+        let backends = self
+            .backends
             .keys()
-            .map(|(f, id)| ObjectKey::Middleware {
-                frontend: f.clone(),
-                id: id.clone(),
-            });
-        let backends = self.backends.keys().map(|n| ObjectKey::Backend(n.clone()));
-        let servers = self.servers.keys().map(|(b, id)| ObjectKey::Server {
-            backend: b.clone(),
-            id: id.clone(),
+            .map(move |n| ObjectKey::Backend(own(n)));
+        let servers = self.servers.iter().flat_map(move |(b, servers)| {
+            servers.keys().map(move |id| ObjectKey::Server {
+                backend: own(b),
+                id: own(id),
+            })
         });
         hosts
             .chain(listeners)
@@ -610,13 +665,13 @@ impl<'a> SnapshotBuilder<'a> {
         K: AsRef<str> + 'e,
         V: AsRef<[u8]> + 'e,
     {
-        let mut build = Build {
-            builder: self,
-            snapshot: Snapshot {
+        let mut build = Build::new(
+            self,
+            Snapshot {
                 revision,
                 ..Snapshot::default()
             },
-        };
+        );
         let mut objects: BTreeMap<ObjectKey, V> = BTreeMap::new();
         for (key, value) in entries {
             let key = key.as_ref();
@@ -624,36 +679,169 @@ impl<'a> SnapshotBuilder<'a> {
                 Some(object) => {
                     objects.insert(object, value);
                 }
-                None => build.warn(key, "not a key of the vulcand layout; ignored".to_owned()),
+                None => build.warn(key, OUTSIDE_LAYOUT.to_owned()),
             }
         }
-        // Parents before children, so references can be checked: BTreeMap order is by
-        // variant, and the variants are declared hosts, listeners, frontends, middlewares,
-        // backends, servers. Backends must precede frontends, so they go first.
-        for (key, value) in &objects {
-            if let ObjectKey::Backend(id) = key {
-                build.backend(key, id, value.as_ref());
-            }
-        }
-        for (key, value) in &objects {
-            let json = value.as_ref();
-            match key {
-                ObjectKey::Host(name) => build.host(key, name, json),
-                ObjectKey::Listener(id) => build.listener(key, id, json),
-                ObjectKey::Frontend(id) => build.frontend(key, id, json),
-                ObjectKey::Backend(_) | ObjectKey::Middleware { .. } | ObjectKey::Server { .. } => {
-                }
-            }
-        }
-        for (key, value) in &objects {
-            let json = value.as_ref();
-            match key {
-                ObjectKey::Middleware { frontend, id } => build.middleware(key, frontend, id, json),
-                ObjectKey::Server { backend, id } => build.server(key, backend, id, json),
-                _ => {}
+        // Parents before children, so references can be checked.
+        for phase in 0..PHASES {
+            for (key, value) in objects.iter().filter(|(key, _)| key.phase() == phase) {
+                build.set(key, Some(value.as_ref()));
             }
         }
         build.finish()
+    }
+
+    /// Updates `previous` for a change of the keys `changed`, and says what changed.
+    ///
+    /// `tree` is the whole tree after the change, keys relative to the registry prefix
+    /// without a leading slash; `changed` are the keys put or deleted since `previous` was
+    /// built. The snapshot is the one [`build`](Self::build) returns for `tree` with
+    /// `previous` as the previous snapshot, but only the changed keys and the objects that
+    /// depend on them are validated again: the servers and the frontends of a backend that
+    /// appeared or disappeared, the middlewares of such a frontend, and every listener when
+    /// one changed (two may not share an address). The cost follows the change, not the
+    /// tree, and unchanged objects stay the very same `Arc`s.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use lb_core::config::{ObjectKey, SnapshotBuilder};
+    ///
+    /// let mut tree = BTreeMap::from([
+    ///     ("backends/b1/backend".to_owned(), r#"{"Type":"http"}"#),
+    ///     ("backends/b1/servers/s1".to_owned(), r#"{"URL":"http://127.0.0.1:8080"}"#),
+    /// ]);
+    /// let builder = SnapshotBuilder::new();
+    /// let first = builder.build(1, tree.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    ///
+    /// tree.insert("backends/b1/servers/s2".to_owned(), r#"{"URL":"http://127.0.0.1:8081"}"#);
+    /// let (second, diff) = builder.update(&first, 2, &tree, ["backends/b1/servers/s2"]);
+    /// assert_eq!(second.servers("b1").count(), 2);
+    /// assert_eq!(diff.added, [ObjectKey::Server { backend: "b1".into(), id: "s2".into() }]);
+    /// ```
+    pub fn update<K, V>(
+        &self,
+        previous: &Snapshot,
+        revision: u64,
+        tree: &BTreeMap<String, V>,
+        changed: impl IntoIterator<Item = K>,
+    ) -> (Snapshot, Diff)
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let builder = SnapshotBuilder {
+            previous: Some(previous),
+            ..*self
+        };
+        let mut build = Build::new(
+            &builder,
+            Snapshot {
+                revision,
+                ..previous.clone()
+            },
+        );
+        let mut dirty = BTreeSet::new();
+        for key in changed {
+            let key = key.as_ref();
+            match ObjectKey::parse(key) {
+                Some(object) if object.to_string() == key => {
+                    dirty.insert(object);
+                }
+                Some(_) => {
+                    // Not in the canonical form, so its siblings may not be either: take
+                    // the long way.
+                    let snapshot =
+                        builder.build(revision, tree.iter().map(|(k, v)| (k.as_str(), v.as_ref())));
+                    let diff = Diff::between(previous, &snapshot);
+                    return (snapshot, diff);
+                }
+                None => {
+                    build.forget(key);
+                    if tree.contains_key(key) {
+                        build.warn(key, OUTSIDE_LAYOUT.to_owned());
+                    }
+                }
+            }
+        }
+        if dirty
+            .iter()
+            .any(|key| matches!(key, ObjectKey::Listener(_)))
+        {
+            // The lower id keeps a shared address: check every listener again, in order.
+            let listeners = build.snapshot.listeners.keys();
+            let listeners: Vec<ObjectKey> = listeners
+                .map(|id| ObjectKey::Listener(id.to_string()))
+                .chain(keys_under(tree, "listeners/"))
+                .collect();
+            build.snapshot.listeners.clear();
+            dirty.extend(listeners);
+        }
+        for phase in 0..PHASES {
+            let keys: Vec<ObjectKey> = dirty
+                .iter()
+                .filter(|k| k.phase() == phase)
+                .cloned()
+                .collect();
+            for key in keys {
+                if !build.revalidate(&key, tree) {
+                    continue;
+                }
+                // The object appeared or disappeared: what refers to it is checked again.
+                match &key {
+                    ObjectKey::Backend(id) => {
+                        let servers = format!("backends/{id}/servers/");
+                        dirty.extend(keys_under(tree, &servers));
+                        let frontends: Vec<ObjectKey> = if build.snapshot.backend(id).is_some() {
+                            // Frontends rejected before, maybe for naming it.
+                            build.rejected(|key| matches!(key, ObjectKey::Frontend(_)))
+                        } else {
+                            let named = build.snapshot.frontends();
+                            named
+                                .filter(|f| f.config.backend_id == *id)
+                                .map(|f| ObjectKey::Frontend(f.config.id.clone()))
+                                .collect()
+                        };
+                        dirty.extend(frontends);
+                    }
+                    ObjectKey::Frontend(id) => {
+                        let middlewares = format!("frontends/{id}/middlewares/");
+                        dirty.extend(keys_under(tree, &middlewares));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let diff = Diff::of_keys(previous, &build.snapshot, &build.touched);
+        (build.finish(), diff)
+    }
+}
+
+/// The warning for a key outside vulcand's layout.
+const OUTSIDE_LAYOUT: &str = "not a key of the vulcand layout; ignored";
+
+/// The layout's objects among the keys of `tree` that start with `prefix`.
+fn keys_under<'t, V>(
+    tree: &'t BTreeMap<String, V>,
+    prefix: &'t str,
+) -> impl Iterator<Item = ObjectKey> + 't {
+    tree.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(prefix))
+        .filter_map(|(key, _)| ObjectKey::parse(key))
+}
+
+/// How many passes a build makes; see [`ObjectKey::phase`].
+const PHASES: u8 = 3;
+
+impl ObjectKey {
+    /// The pass of a build that validates this kind of object: parents before children, so
+    /// that references can be checked (backends; then hosts, listeners and frontends; then
+    /// middlewares and servers).
+    fn phase(&self) -> u8 {
+        match self {
+            ObjectKey::Backend(_) => 0,
+            ObjectKey::Host(_) | ObjectKey::Listener(_) | ObjectKey::Frontend(_) => 1,
+            ObjectKey::Middleware { .. } | ObjectKey::Server { .. } => 2,
+        }
     }
 }
 
@@ -661,9 +849,19 @@ impl<'a> SnapshotBuilder<'a> {
 struct Build<'b, 'a> {
     builder: &'b SnapshotBuilder<'a>,
     snapshot: Snapshot,
+    /// The objects validated again by an update, for its diff.
+    touched: Vec<ObjectKey>,
 }
 
-impl Build<'_, '_> {
+impl<'b, 'a> Build<'b, 'a> {
+    fn new(builder: &'b SnapshotBuilder<'a>, snapshot: Snapshot) -> Self {
+        Self {
+            builder,
+            snapshot,
+            touched: Vec::new(),
+        }
+    }
+
     fn warn(&mut self, key: &str, message: String) {
         self.snapshot.errors.push(ConfigError {
             key: key.to_owned(),
@@ -680,6 +878,66 @@ impl Build<'_, '_> {
             severity: Severity::Error,
             kept_last_good,
         });
+    }
+
+    /// Drops the errors recorded for `key`.
+    fn forget(&mut self, key: &str) {
+        self.snapshot.errors.retain(|error| error.key != key);
+    }
+
+    /// The objects with an error that `kind` selects.
+    fn rejected(&self, kind: impl Fn(&ObjectKey) -> bool) -> Vec<ObjectKey> {
+        let errors = self
+            .snapshot
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error);
+        errors
+            .filter_map(|error| ObjectKey::parse(&error.key))
+            .filter(|key| kind(key))
+            .collect()
+    }
+
+    /// Validates `key` again from `tree` (removing it when it is not there); returns whether
+    /// the object appeared or disappeared.
+    fn revalidate<V: AsRef<[u8]>>(&mut self, key: &ObjectKey, tree: &BTreeMap<String, V>) -> bool {
+        let name = key.to_string();
+        self.forget(&name);
+        let before = self.snapshot.contains(key);
+        self.set(key, tree.get(&name).map(AsRef::as_ref));
+        self.touched.push(key.clone());
+        before != self.snapshot.contains(key)
+    }
+
+    /// Validates the object `key` from its JSON and puts it in the snapshot (its last good
+    /// version when the JSON is bad, if there is one), or removes it (`None`: deleted).
+    fn set(&mut self, key: &ObjectKey, json: Option<&[u8]>) {
+        match key {
+            ObjectKey::Host(name) => {
+                let entry = json.and_then(|json| self.host(key, name, json));
+                put(&mut self.snapshot.hosts, name, entry);
+            }
+            ObjectKey::Listener(id) => {
+                let entry = json.and_then(|json| self.listener(key, id, json));
+                put(&mut self.snapshot.listeners, id, entry);
+            }
+            ObjectKey::Frontend(id) => {
+                let entry = json.and_then(|json| self.frontend(key, id, json));
+                put(&mut self.snapshot.frontends, id, entry);
+            }
+            ObjectKey::Backend(id) => {
+                let entry = json.and_then(|json| self.backend(key, id, json));
+                put(&mut self.snapshot.backends, id, entry);
+            }
+            ObjectKey::Middleware { frontend, id } => {
+                let entry = json.and_then(|json| self.middleware(key, frontend, id, json));
+                put_child(&mut self.snapshot.middlewares, frontend, id, entry);
+            }
+            ObjectKey::Server { backend, id } => {
+                let entry = json.and_then(|json| self.server(key, backend, id, json));
+                put_child(&mut self.snapshot.servers, backend, id, entry);
+            }
+        }
     }
 
     /// Decodes JSON, turning unknown fields into warnings (or an error in strict mode).
@@ -702,19 +960,17 @@ impl Build<'_, '_> {
         Ok(value)
     }
 
-    fn host(&mut self, key: &ObjectKey, name: &str, json: &[u8]) {
+    fn host(&mut self, key: &ObjectKey, name: &str, json: &[u8]) -> Option<Arc<HostEntry>> {
         let result = self.decode::<Host>(key, json).and_then(|mut config| {
             config.name = name.to_owned();
             validate_host(&config)?;
             Ok(HostEntry { config })
         });
         let previous = self.builder.previous.and_then(|p| p.host(name));
-        if let Some(entry) = self.settle(key, result, previous) {
-            self.snapshot.hosts.insert(name.to_owned(), entry);
-        }
+        self.settle(key, result, previous)
     }
 
-    fn listener(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+    fn listener(&mut self, key: &ObjectKey, id: &str, json: &[u8]) -> Option<Arc<ListenerEntry>> {
         let result = self.decode::<Listener>(key, json).and_then(|mut config| {
             config.id = id.to_owned();
             validate_listener(config)
@@ -735,30 +991,26 @@ impl Build<'_, '_> {
             }
         });
         let previous = self.builder.previous.and_then(|p| p.listener(id));
-        if let Some(entry) = self.settle(key, result, previous) {
-            self.snapshot.listeners.insert(id.to_owned(), entry);
-        }
+        self.settle(key, result, previous)
     }
 
-    fn backend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+    fn backend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) -> Option<Arc<BackendEntry>> {
         let result = self.decode::<Backend>(key, json).and_then(|mut config| {
             config.id = id.to_owned();
             validate_backend(config)
         });
         let previous = self.builder.previous.and_then(|p| p.backend(id));
-        if let Some(entry) = self.settle(key, result, previous) {
-            self.snapshot.backends.insert(id.to_owned(), entry);
-        }
+        self.settle(key, result, previous)
     }
 
-    fn frontend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) {
+    fn frontend(&mut self, key: &ObjectKey, id: &str, json: &[u8]) -> Option<Arc<FrontendEntry>> {
         let result = self.decode::<Frontend>(key, json).and_then(|mut config| {
             config.id = id.to_owned();
             validate_frontend(config)
         });
         let backends = &self.snapshot.backends;
         let references = |entry: &FrontendEntry| {
-            if backends.contains_key(&entry.config.backend_id) {
+            if backends.contains_key(entry.config.backend_id.as_str()) {
                 Ok(())
             } else {
                 Err(format!(
@@ -773,15 +1025,20 @@ impl Build<'_, '_> {
             .previous
             .and_then(|p| p.frontend(id))
             .filter(|entry| references(entry).is_ok());
-        if let Some(entry) = self.settle(key, result, previous) {
-            self.snapshot.frontends.insert(id.to_owned(), entry);
-        }
+        self.settle(key, result, previous)
     }
 
-    fn middleware(&mut self, key: &ObjectKey, frontend: &str, id: &str, json: &[u8]) {
+    fn middleware(
+        &mut self,
+        key: &ObjectKey,
+        frontend: &str,
+        id: &str,
+        json: &[u8],
+    ) -> Option<Arc<MiddlewareEntry>> {
         if !self.snapshot.frontends.contains_key(frontend) {
             let message = format!("frontend {frontend:?} does not exist (missing or rejected)");
-            return self.reject(key, message, false);
+            self.reject(key, message, false);
+            return None;
         }
         let types = self.builder.types;
         let result = self.decode::<Middleware>(key, json).and_then(|mut config| {
@@ -801,16 +1058,20 @@ impl Build<'_, '_> {
             .builder
             .previous
             .and_then(|p| p.middleware(frontend, id));
-        if let Some(entry) = self.settle(key, result, previous) {
-            let slot = (frontend.to_owned(), id.to_owned());
-            self.snapshot.middlewares.insert(slot, entry);
-        }
+        self.settle(key, result, previous)
     }
 
-    fn server(&mut self, key: &ObjectKey, backend: &str, id: &str, json: &[u8]) {
+    fn server(
+        &mut self,
+        key: &ObjectKey,
+        backend: &str,
+        id: &str,
+        json: &[u8],
+    ) -> Option<Arc<ServerEntry>> {
         if !self.snapshot.backends.contains_key(backend) {
             let message = format!("backend {backend:?} does not exist (missing or rejected)");
-            return self.reject(key, message, false);
+            self.reject(key, message, false);
+            return None;
         }
         let result = self.decode::<Server>(key, json).and_then(|mut config| {
             config.id = id.to_owned();
@@ -822,11 +1083,7 @@ impl Build<'_, '_> {
             })
         });
         let previous = self.builder.previous.and_then(|p| p.server(backend, id));
-        if let Some(entry) = self.settle(key, result, previous) {
-            self.snapshot
-                .servers
-                .insert((backend.to_owned(), id.to_owned()), entry);
-        }
+        self.settle(key, result, previous)
     }
 
     /// Turns a validation result into the entry to keep: the new one, the previous good one

@@ -381,47 +381,84 @@ impl HealthChecker {
         let mut current = lock(&self.checks);
         let mut next: HashMap<String, HashMap<String, Check>> = HashMap::new();
         for backend in backends {
-            let CheckedBackend {
-                id,
-                health_check,
-                servers,
-            } = backend;
-            let mut old = current
-                .remove(&id)
-                .or_else(|| next.remove(&id))
+            let old = current
+                .remove(&backend.id)
+                .or_else(|| next.remove(&backend.id))
                 .unwrap_or_default();
-            let Some(config) = health_check else {
-                old.into_values().for_each(|check| check.stop(true));
-                continue;
-            };
-            let config = Arc::new(config);
-            let mut checks = HashMap::with_capacity(servers.len());
-            for server in servers {
-                let existing = old.remove(&server.id).or_else(|| checks.remove(&server.id));
-                let server_id = server.id.clone();
-                let check = match existing {
-                    Some(mut check) if check.url == server.url => {
-                        check.keep(server.state, &config);
-                        check
-                    }
-                    Some(check) => {
-                        // Same state object: the fresh window's verdict overwrites it at
-                        // once, so do not flash "healthy" in between.
-                        let same_state = Arc::ptr_eq(&lock(&check.record).state, &server.state);
-                        check.stop(!same_state);
-                        self.start(&id, server, &config)
-                    }
-                    None => self.start(&id, server, &config),
-                };
-                checks.insert(server_id, check);
+            let id = backend.id.clone();
+            if let Some(checks) = self.retune(old, backend) {
+                next.insert(id, checks);
             }
-            old.into_values().for_each(|check| check.stop(true));
-            next.insert(id, checks);
         }
         for checks in current.drain().map(|(_, checks)| checks) {
             checks.into_values().for_each(|check| check.stop(true));
         }
         *current = next;
+    }
+
+    /// Like [`update`](Self::update), for some backends only: each of `backends` is
+    /// checked as listed (replacing its previous listing), the backends `removed` stop being
+    /// checked, and every other backend is left as it is. For a configuration change that
+    /// touched a few backends of many.
+    pub fn update_some<'r>(
+        &self,
+        backends: impl IntoIterator<Item = CheckedBackend>,
+        removed: impl IntoIterator<Item = &'r str>,
+    ) {
+        let mut current = lock(&self.checks);
+        for id in removed {
+            if let Some(checks) = current.remove(id) {
+                checks.into_values().for_each(|check| check.stop(true));
+            }
+        }
+        for backend in backends {
+            let old = current.remove(&backend.id).unwrap_or_default();
+            let id = backend.id.clone();
+            if let Some(checks) = self.retune(old, backend) {
+                current.insert(id, checks);
+            }
+        }
+    }
+
+    /// The checks of `backend`, reusing its `old` ones as [`update`](Self::update)
+    /// describes; `None` (with the old checks stopped) when it has no health check.
+    fn retune(
+        &self,
+        mut old: HashMap<String, Check>,
+        backend: CheckedBackend,
+    ) -> Option<HashMap<String, Check>> {
+        let CheckedBackend {
+            id,
+            health_check,
+            servers,
+        } = backend;
+        let Some(config) = health_check else {
+            old.into_values().for_each(|check| check.stop(true));
+            return None;
+        };
+        let config = Arc::new(config);
+        let mut checks = HashMap::with_capacity(servers.len());
+        for server in servers {
+            let existing = old.remove(&server.id).or_else(|| checks.remove(&server.id));
+            let server_id = server.id.clone();
+            let check = match existing {
+                Some(mut check) if check.url == server.url => {
+                    check.keep(server.state, &config);
+                    check
+                }
+                Some(check) => {
+                    // Same state object: the fresh window's verdict overwrites it at
+                    // once, so do not flash "healthy" in between.
+                    let same_state = Arc::ptr_eq(&lock(&check.record).state, &server.state);
+                    check.stop(!same_state);
+                    self.start(&id, server, &config)
+                }
+                None => self.start(&id, server, &config),
+            };
+            checks.insert(server_id, check);
+        }
+        old.into_values().for_each(|check| check.stop(true));
+        Some(checks)
     }
 
     /// Stops every check and marks every checked server healthy, as `update` with no

@@ -157,8 +157,8 @@ fn counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
     [
         ("Frontends", snapshot.frontends().len()),
         ("Backends", snapshot.backends().len()),
-        ("Servers", snapshot.all_servers().len()),
-        ("Middlewares", snapshot.all_middlewares().len()),
+        ("Servers", snapshot.all_servers().count()),
+        ("Middlewares", snapshot.all_middlewares().count()),
         ("Hosts", snapshot.hosts().len()),
         ("Listeners", snapshot.listeners().len()),
     ]

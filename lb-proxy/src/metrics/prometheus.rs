@@ -100,7 +100,7 @@ fn encode(
     // A frontend's series start with its first request.
     let active = || {
         frontends
-            .iter()
+            .clone()
             .map(|f| &f.frontend)
             .filter(|f| f.stats.started() > 0)
     };

@@ -149,7 +149,6 @@ pub fn top_frontends(runtime: &Runtime, query: &TopQuery) -> Value {
     // Rank first, then build JSON for the rows kept only.
     let mut rows: Vec<_> = runtime
         .frontends()
-        .iter()
         .filter(|routed| {
             query
                 .backend_id
