@@ -702,3 +702,37 @@ fn retry_budget_defaults_to_twenty_percent_and_ten_per_second_and_is_checked() {
         s.errors()
     );
 }
+
+#[test]
+fn a_value_over_one_mib_is_an_error_on_its_key_and_messages_stay_short() {
+    let large = format!(r#"{{"URL":"http://{}:80"}}"#, "a".repeat(2 << 20));
+    let long_url = format!(r#"{{"URL":"ftp://{}"}}"#, "é".repeat(100_000));
+    let tree = [
+        ("backends/b1/backend", r#"{"Type":"http"}"#.to_owned()),
+        ("backends/b1/servers/large", large),
+        ("backends/b1/servers/long", long_url),
+        (
+            "backends/b1/servers/ok",
+            r#"{"URL":"http://127.0.0.1:1"}"#.to_owned(),
+        ),
+    ];
+    let snapshot = SnapshotBuilder::new().build(1, tree.iter().map(|(k, v)| (*k, v.as_bytes())));
+    let errors = snapshot.errors();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].key, "backends/b1/servers/large");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("the value is 2097172 bytes; an object may take at most 1048576"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(errors[1].key, "backends/b1/servers/long");
+    assert!(errors[1].message.len() <= lb_core::config::snapshot::MAX_MESSAGE_BYTES + 40);
+    assert!(
+        errors[1].message.ends_with("bytes in all)"),
+        "{}",
+        errors[1].message
+    );
+    assert_eq!(snapshot.servers("b1").count(), 1);
+}

@@ -779,7 +779,15 @@ async fn each_bad_value_in_etcd_is_an_error_naming_its_key_and_touches_nothing_e
     for (key, error) in &errors {
         assert_eq!(error["Severity"], "error", "{key}: {error}");
         assert_eq!(error["KeptLastGood"], true, "{key}: {error}");
+        // Messages quote what is wrong, but never a whole value.
+        let message = error["Message"].as_str().unwrap_or_default();
+        assert!(message.len() < 1100, "{key}: {} bytes", message.len());
     }
+    let large = errors["backends/b6/servers/s1"]["Message"].as_str();
+    assert!(
+        large.is_some_and(|m| m.contains("an object may take at most 1048576")),
+        "{large:?}"
+    );
     // Every object keeps its last good version, and nothing else is touched.
     assert_eq!(served_for(&app, "one.test").await, "one");
     assert_eq!(served_for(&app, "two.test").await, "two");

@@ -816,6 +816,28 @@ impl<'a> SnapshotBuilder<'a> {
     }
 }
 
+/// The largest value the builder decodes (1 MiB); a larger one is an error on its key.
+/// vulcand's objects take a few hundred bytes, and a host's certificate chain a few KiB.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// The longest error message kept (bytes): messages quote the offending text, which may
+/// be as long as a value.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Cuts `message` to [`MAX_MESSAGE_BYTES`] (at a character boundary), saying so.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = message.len();
+        message.truncate(cut);
+        message.push_str(&format!("… ({total} bytes in all)"));
+    }
+    message
+}
+
 /// The warning for a key outside vulcand's layout.
 const OUTSIDE_LAYOUT: &str = "not a key of the vulcand layout; ignored";
 
@@ -865,7 +887,7 @@ impl<'b, 'a> Build<'b, 'a> {
     fn warn(&mut self, key: &str, message: String) {
         self.snapshot.errors.push(ConfigError {
             key: key.to_owned(),
-            message,
+            message: bounded(message),
             severity: Severity::Warning,
             kept_last_good: false,
         });
@@ -874,7 +896,7 @@ impl<'b, 'a> Build<'b, 'a> {
     fn reject(&mut self, key: &ObjectKey, message: String, kept_last_good: bool) {
         self.snapshot.errors.push(ConfigError {
             key: key.to_string(),
-            message,
+            message: bounded(message),
             severity: Severity::Error,
             kept_last_good,
         });
@@ -946,6 +968,12 @@ impl<'b, 'a> Build<'b, 'a> {
         key: &ObjectKey,
         json: &[u8],
     ) -> Result<T, String> {
+        if json.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "the value is {} bytes; an object may take at most {MAX_VALUE_BYTES}",
+                json.len()
+            ));
+        }
         let Decoded {
             value,
             unknown_fields,
