@@ -70,12 +70,17 @@ impl ObjectKey {
     /// keys outside the layout.
     pub fn parse(key: &str) -> Option<ObjectKey> {
         let key = key.trim_start_matches('/');
-        let parts: Vec<&str> = key.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return None;
+        let mut parts = [""; 4];
+        let mut count = 0;
+        for part in key.split('/') {
+            if part.is_empty() || count == parts.len() {
+                return None;
+            }
+            parts[count] = part;
+            count += 1;
         }
         let own = |s: &str| s.to_owned();
-        Some(match parts.as_slice() {
+        Some(match &parts[..count] {
             ["hosts", name, "host"] => ObjectKey::Host(own(name)),
             ["listeners", id] => ObjectKey::Listener(own(id)),
             ["frontends", id, "frontend"] => ObjectKey::Frontend(own(id)),
@@ -672,19 +677,28 @@ impl<'a> SnapshotBuilder<'a> {
                 ..Snapshot::default()
             },
         );
-        let mut objects: BTreeMap<ObjectKey, V> = BTreeMap::new();
+        // Parents before children, so references can be checked: one list per pass.
+        let mut phases: [Vec<(ObjectKey, V)>; PHASES as usize] = Default::default();
         for (key, value) in entries {
             let key = key.as_ref();
             match ObjectKey::parse(key) {
-                Some(object) => {
-                    objects.insert(object, value);
-                }
+                Some(object) => phases[usize::from(object.phase())].push((object, value)),
                 None => build.warn(key, OUTSIDE_LAYOUT.to_owned()),
             }
         }
-        // Parents before children, so references can be checked.
-        for phase in 0..PHASES {
-            for (key, value) in objects.iter().filter(|(key, _)| key.phase() == phase) {
+        for mut objects in phases {
+            // In key order (listeners: the lower id keeps a shared address); of two
+            // spellings of one key, the later wins. Registry trees come sorted, which the
+            // stable sort finds in one pass.
+            objects.sort_by(|a, b| a.0.cmp(&b.0));
+            objects.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
+            for (key, value) in &objects {
                 build.set(key, Some(value.as_ref()));
             }
         }
