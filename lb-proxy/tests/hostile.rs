@@ -1194,15 +1194,8 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_slow_responses_a
             .uri("http://app.test/slow")
             .body(body::empty())
             .expect("a request");
-        let response = within("the slow h2c response", sender.send_request(request))
-            .await
-            .expect("an h2c response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .expect("the body")
-            .to_bytes();
-        assert_eq!(bytes, "done");
+        let (status, bytes) = h2c_exchange(&mut sender, request).await;
+        assert_eq!((status, &bytes[..]), (StatusCode::OK, &b"done"[..]));
         let idle = Instant::now();
         within("the idle h2c connection to close", connection)
             .await
@@ -1311,14 +1304,8 @@ async fn without_trust_no_spelling_of_forged_forwarding_headers_gets_through() {
             .headers_mut()
             .append(name, value.parse().expect("a value"));
     }
-    let response = within("an h2c response", sender.send_request(request))
-        .await
-        .expect("an h2c response");
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("the body")
-        .to_bytes();
+    let (status, bytes) = h2c_exchange(&mut sender, request).await;
+    assert_eq!(status, StatusCode::OK);
     let seen: Value = serde_json::from_slice(&bytes).expect("JSON");
     println!(
         "h2c: the server saw x-forwarded-for {:?}, x-real-ip {:?}",
@@ -1327,4 +1314,20 @@ async fn without_trust_no_spelling_of_forged_forwarding_headers_gets_through() {
     );
     assert_eq!(values(&seen, "x-forwarded-for"), client);
     assert_eq!(values(&seen, "x-real-ip"), client);
+}
+
+/// Sends `request` on an h2c connection; the response's status and whole body.
+async fn h2c_exchange(
+    sender: &mut hyper::client::conn::http2::SendRequest<body::Body>,
+    request: Request<body::Body>,
+) -> (StatusCode, Bytes) {
+    let response = within("an h2c response", sender.send_request(request))
+        .await
+        .expect("an h2c response");
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("the body")
+        .to_bytes();
+    (status, bytes)
 }
