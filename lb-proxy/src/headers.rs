@@ -111,9 +111,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &
             &X_FORWARDED_PORT,
             &X_FORWARDED_SERVER,
             &X_REAL_IP,
+            &header::FORWARDED,
         ] {
             headers.remove(name);
         }
+        remove_underscore_spellings(headers);
     }
     // X-Forwarded-For: the client's chain plus the client.
     let chain: Vec<&[u8]> = headers
@@ -141,6 +143,39 @@ pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &
     }
     set_if_absent(headers, &X_FORWARDED_PORT, HeaderValue::from(fwd.port));
     headers.insert(X_FORWARDED_SERVER.clone(), fwd.server.clone());
+}
+
+/// Removes `x_forwarded_for`, `X_Real_Ip` and the like: not the same header names, but
+/// CGI-style gateways (and the apps behind them) read them as the real ones, so a client
+/// could forge its address through them. nginx drops underscored names by default.
+fn remove_underscore_spellings(headers: &mut HeaderMap) {
+    let forged = |name: &HeaderName| {
+        let name = name.as_str();
+        name.contains('_')
+            && [
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_FORWARDED_PORT,
+                &X_FORWARDED_SERVER,
+                &X_REAL_IP,
+            ]
+            .iter()
+            .any(|real| {
+                let real = real.as_str().as_bytes();
+                name.len() == real.len()
+                    && name
+                        .bytes()
+                        .zip(real)
+                        .all(|(a, &b)| a == b || (a == b'_' && b == b'-'))
+            })
+    };
+    if headers.keys().any(forged) {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| forged(n)).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
 }
 
 fn set_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
@@ -209,6 +244,35 @@ mod tests {
             server,
             trust,
         }
+    }
+
+    #[test]
+    fn untrusted_forwarded_and_underscore_spellings_are_removed() {
+        let server = HeaderValue::from_static("lb1");
+        let mut h = map(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x_real_ip", "1.2.3.4"),
+            ("x-forwarded_proto", "https"),
+            ("x_other", "kept"),
+        ]);
+        set_forwarded(&mut h, None, &forwarded(false, &server));
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        for forged in [
+            "forwarded",
+            "x_forwarded_for",
+            "x_real_ip",
+            "x-forwarded_proto",
+        ] {
+            assert!(!names.contains(&forged), "{forged} passed: {names:?}");
+        }
+        assert_eq!(h["x_other"], "kept");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+
+        let mut trusted = map(&[("forwarded", "for=1.2.3.4"), ("x_real_ip", "1.2.3.4")]);
+        set_forwarded(&mut trusted, None, &forwarded(true, &server));
+        assert_eq!(trusted["forwarded"], "for=1.2.3.4");
+        assert_eq!(trusted["x_real_ip"], "1.2.3.4");
     }
 
     #[test]
