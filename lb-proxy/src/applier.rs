@@ -350,12 +350,14 @@ impl Applier {
     pub fn apply(&self, tree: &BTreeMap<String, Bytes>, revision: u64) {
         let started = Instant::now();
         let old = self.proxy.runtime();
+        // Read before building: `borrow` holds the status lock while its guard lives.
+        let applied = self.status.borrow().applied;
         let snapshot = Arc::new(build_snapshot(
             revision,
             tree.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
             self.config.strict,
             &self.types,
-            self.status.borrow().applied.then(|| &**old.snapshot()),
+            applied.then(|| &**old.snapshot()),
         ));
         let diff = Diff::between(old.snapshot(), &snapshot);
         let runtime = Arc::new(Runtime::build(
