@@ -267,14 +267,11 @@ impl Admin {
                 "Revision": snapshot.revision(),
                 "AppliedAtUnix": unix_seconds(status.applied_at),
                 "RegistryError": status.registry_error,
-                "Summary": {
-                    "Frontends": snapshot.frontends().len(),
-                    "Backends": snapshot.backends().len(),
-                    "Servers": snapshot.all_servers().count(),
-                    "Middlewares": snapshot.all_middlewares().count(),
-                    "Hosts": snapshot.hosts().len(),
-                    "Listeners": snapshot.listeners().len(),
-                },
+                "Summary": snapshot
+                    .counts()
+                    .iter()
+                    .map(|(kind, n)| ((*kind).to_owned(), json!(n)))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "Errors": errors,
             }),
         )

@@ -497,6 +497,20 @@ impl Snapshot {
         self.middlewares.values().flat_map(|chain| chain.values())
     }
 
+    /// How many objects of each kind the snapshot holds, by vulcand's plural names
+    /// (`Frontends`, `Backends`, `Servers`, `Middlewares`, `Hosts`, `Listeners`): the
+    /// `Summary` of `/v2/config` and of `lbctl validate`.
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("Frontends", self.frontends.len()),
+            ("Backends", self.backends.len()),
+            ("Servers", self.all_servers().count()),
+            ("Middlewares", self.all_middlewares().count()),
+            ("Hosts", self.hosts.len()),
+            ("Listeners", self.listeners.len()),
+        ]
+    }
+
     /// A host by name.
     pub fn host(&self, name: &str) -> Option<&Arc<HostEntry>> {
         self.hosts.get(name)

@@ -144,24 +144,13 @@ fn read(path: &Path) -> Result<String, Failure> {
 
 /// `3 frontends, 2 backends, ...` of the objects that passed.
 fn summary_text(snapshot: &Snapshot) -> String {
-    let counts = counts(snapshot);
-    counts
+    snapshot
+        .counts()
         .iter()
         .map(|(kind, n)| format!("{n} {}", kind.to_ascii_lowercase()))
         .collect::<Vec<_>>()
         .join(", ")
         + " valid"
-}
-
-fn counts(snapshot: &Snapshot) -> [(&'static str, usize); 6] {
-    [
-        ("Frontends", snapshot.frontends().len()),
-        ("Backends", snapshot.backends().len()),
-        ("Servers", snapshot.all_servers().count()),
-        ("Middlewares", snapshot.all_middlewares().count()),
-        ("Hosts", snapshot.hosts().len()),
-        ("Listeners", snapshot.listeners().len()),
-    ]
 }
 
 /// `validate --json`: the file, the counts and the errors in `/v2/config`'s shape.
@@ -178,7 +167,8 @@ fn report_json(name: &str, tree: &Tree, snapshot: &Snapshot) -> Value {
             })
         })
         .collect();
-    let summary: serde_json::Map<String, Value> = counts(snapshot)
+    let summary: serde_json::Map<String, Value> = snapshot
+        .counts()
         .iter()
         .map(|(kind, n)| ((*kind).to_owned(), json!(n)))
         .collect();
