@@ -318,7 +318,7 @@ impl Applier {
         ));
         self.proxy.store(Arc::clone(&runtime));
         let mut touched = BTreeSet::new();
-        for key in diff.added.iter().chain(&diff.removed).chain(&diff.changed) {
+        for key in diff.keys() {
             if let ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } = key {
                 touched.insert(id.as_str());
             }
@@ -331,13 +331,7 @@ impl Applier {
             .update_some(present.map(|b| checked_backend(b)), removed);
         // Log the errors of what changed, not every error of the tree again.
         let mut keys: BTreeSet<String> = changed.iter().map(|k| (*k).to_owned()).collect();
-        keys.extend(
-            diff.added
-                .iter()
-                .chain(&diff.removed)
-                .chain(&diff.changed)
-                .map(ObjectKey::to_string),
-        );
+        keys.extend(diff.keys().map(ObjectKey::to_string));
         let errors = snapshot.errors();
         let errors = keys.iter().flat_map(|key| {
             let from = errors.partition_point(|e| e.key < *key);

@@ -158,7 +158,7 @@ impl Runtime {
     ) -> Runtime {
         let mut backends = BTreeSet::new();
         let mut frontends = BTreeSet::new();
-        for key in diff.added.iter().chain(&diff.removed).chain(&diff.changed) {
+        for key in diff.keys() {
             match key {
                 ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } => {
                     backends.insert(id.as_str());

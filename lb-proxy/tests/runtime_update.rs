@@ -135,7 +135,7 @@ proptest! {
             // Untouched frontends are shared, not rebuilt.
             for routed in runtime.frontends() {
                 let id = &*routed.frontend.id;
-                let touched = diff.added.iter().chain(&diff.removed).chain(&diff.changed).any(|k| {
+                let touched = diff.keys().any(|k| {
                     let k = k.to_string();
                     k.starts_with(&format!("frontends/{id}/"))
                         || k.starts_with(&format!("backends/{}/", routed.frontend.backend.id))

@@ -92,6 +92,11 @@ impl Diff {
         diff
     }
 
+    /// Every key the diff names: added, then removed, then changed.
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.added.iter().chain(&self.removed).chain(&self.changed)
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
