@@ -204,9 +204,11 @@ fn peak_ewma_steers_traffic_away_from_a_slow_server() {
         pick.complete(Outcome::Success, now + rtt(&id));
         *counts.entry(id).or_default() += 1;
     }
-    assert!(counts["fast"] > counts["medium"], "{counts:?}");
-    assert!(counts["medium"] > counts["slow"], "{counts:?}");
-    assert!(counts["slow"] < 300, "{counts:?}");
+    // A server never picked has no entry: it counts as zero, not as a missing key.
+    let count = |id: &str| counts.get(id).copied().unwrap_or(0);
+    assert!(count("fast") > count("medium"), "{counts:?}");
+    assert!(count("medium") > count("slow"), "{counts:?}");
+    assert!(count("slow") < 300, "{counts:?}");
 }
 
 #[test]
@@ -407,4 +409,46 @@ fn duplicate_server_ids_are_rejected_with_the_id() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("\"x\""), "{err}");
+}
+
+/// The rotation cursor and the random stream are advanced with plain loads and stores, not
+/// atomic read-modify-writes: picks racing on two threads may repeat a value, but the
+/// strategies built on them still spread requests by their rule (bounds, not exact counts:
+/// the interleaving is the scheduler's).
+#[test]
+fn strategies_stay_fair_under_concurrent_picks() {
+    let servers = [("a", 1), ("b", 1), ("c", 2), ("d", 4)];
+    // (Least request is left out on purpose: with picks held concurrently it steers by
+    // in-flight counts, which is its rule, not a fairness defect.)
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::WeightedRoundRobin,
+        Strategy::Random,
+    ] {
+        let (b, now) = build(&BalancerConfig::new(strategy).with_seed(21), &servers);
+        let per_thread = 20_000;
+        let counts: Vec<HashMap<String, usize>> = std::thread::scope(|scope| {
+            let b = &b;
+            let threads: Vec<_> = (0..2)
+                .map(|_| scope.spawn(move || tally(b, now, per_thread)))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut total: HashMap<String, usize> = HashMap::new();
+        for (id, n) in counts.into_iter().flatten() {
+            *total.entry(id).or_default() += n;
+        }
+        let n = 2 * per_thread;
+        for (id, weight) in servers {
+            let want = match strategy {
+                Strategy::RoundRobin => 0.25,
+                _ => f64::from(weight) / 8.0,
+            };
+            let got = share(&total, id, n);
+            assert!(
+                (got - want).abs() < 0.05,
+                "{strategy} {id}: {got:.3} vs {want:.3} ({total:?})"
+            );
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //!
 //! Every step is allocation-free and lock-free.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -35,7 +36,6 @@ use super::smooth_weighted::SmoothWeighted;
 use super::stable_hash::{fmix64, hash_key, server_key};
 use super::sticky::StickyIndex;
 use super::store::{BackendState, StateStore};
-use super::tried::TriedSet;
 
 /// How often a pick retries after losing the race for a server's last connection slot.
 const ACQUIRE_ATTEMPTS: usize = 4;
@@ -125,6 +125,71 @@ enum Selector {
     Maglev(Maglev),
 }
 
+// === Select ===
+
+/// A strategy's choice among the usable servers, monomorphized into the pick loop.
+trait Select {
+    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<u32>;
+}
+
+struct RoundRobin;
+struct LeastRequest<'a>(&'a WeightedSampler);
+struct PeakEwma<'a>(&'a WeightedSampler);
+
+impl Select for RoundRobin {
+    #[inline(always)]
+    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        round_robin::select(&b.eligible, c)
+    }
+}
+
+impl Select for &SmoothWeighted {
+    #[inline(always)]
+    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        SmoothWeighted::select(self, &b.eligible, c)
+    }
+}
+
+impl Select for LeastRequest<'_> {
+    #[inline(always)]
+    fn select(&self, _: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        p2c::select(self.0, c, least_request::cheaper)
+    }
+}
+
+impl Select for PeakEwma<'_> {
+    #[inline(always)]
+    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        p2c::select(self.0, c, |c, x, y| {
+            let load = |m: u32| {
+                let state = &c.member(m).state;
+                state
+                    .ewma
+                    .load(c.now_ns(), b.default_rtt_ns, state.in_flight())
+            };
+            load(x).cheaper_than(load(y), b.decay_ns)
+        })
+    }
+}
+
+impl Select for &WeightedSampler {
+    #[inline(always)]
+    fn select(&self, _: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        self.select_one(c)
+    }
+}
+
+impl Select for &Maglev {
+    #[inline(always)]
+    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<u32> {
+        let key = match ctx.key {
+            Some(key) => key,
+            None => c.random(),
+        };
+        Maglev::select(self, &b.eligible, c, key, b.balance_factor)
+    }
+}
+
 // === impl Balancer ===
 
 /// A backend's load balancer: built once per server-set or configuration change, then
@@ -142,6 +207,9 @@ pub struct Balancer {
     sticky: Option<StickyIndex>,
     shared: Arc<BackendState>,
     strategy: Strategy,
+    /// The flags every strategy pick carries: [`SET_COOKIE`] with sticky sessions,
+    /// [`COUNTED`] with bounded-load hashing.
+    pick_flags: u8,
     max_conns: u32,
     slow_start_ns: u64,
     fail_open: bool,
@@ -233,6 +301,19 @@ impl Balancer {
             .as_ref()
             .map(|_| StickyIndex::new(members.iter().map(|m| m.key)));
         let ewma = &config.ewma;
+        let balance_factor = config
+            .strategy
+            .is_hashing()
+            .then_some(config.hash_balance_factor)
+            .flatten()
+            .map(|f| if f.is_nan() { 1.0 } else { f.max(1.0) });
+        let mut pick_flags = 0;
+        if sticky.is_some() {
+            pick_flags |= SET_COOKIE;
+        }
+        if balance_factor.is_some() {
+            pick_flags |= COUNTED;
+        }
 
         Ok(Self {
             backend_id: backend.into(),
@@ -242,15 +323,11 @@ impl Balancer {
             sticky,
             shared: attached.shared,
             strategy: config.strategy,
+            pick_flags,
             max_conns: config.max_conns_per_server,
             slow_start_ns: u64::try_from(config.slow_start.as_nanos()).unwrap_or(u64::MAX),
             fail_open: config.when_all_down == WhenAllDown::FailOpen,
-            balance_factor: config
-                .strategy
-                .is_hashing()
-                .then_some(config.hash_balance_factor)
-                .flatten()
-                .map(|f| if f.is_nan() { 1.0 } else { f.max(1.0) }),
+            balance_factor,
             default_rtt_ns: ewma.default_rtt.max(EwmaConfig::MIN_DEFAULT_RTT).as_nanos() as f64,
             decay_ns: (ewma.decay.as_nanos() as f64).max(1.0),
         })
@@ -266,9 +343,26 @@ impl Balancer {
         if self.eligible.is_empty() && self.sticky.is_none() {
             return None;
         }
+        // One copy of the pick loop per strategy, with the strategy inlined into it: the
+        // dispatch happens once, and each copy is a straight line in the common case.
+        match &self.selector {
+            Selector::RoundRobin => self.pick_with(ctx, RoundRobin),
+            Selector::Smooth(table) => self.pick_with(ctx, table),
+            Selector::LeastRequest(sampler) => self.pick_with(ctx, LeastRequest(sampler)),
+            Selector::PeakEwma(sampler) => self.pick_with(ctx, PeakEwma(sampler)),
+            Selector::Random(sampler) => self.pick_with(ctx, sampler),
+            Selector::Maglev(table) => self.pick_with(ctx, table),
+        }
+    }
+
+    /// The pick loop around a strategy's `select`: choose, then take the chosen server's
+    /// in-flight slot, starting over if a concurrent pick took its last one. Out of line,
+    /// one copy per strategy, so each gets its own registers.
+    #[inline(never)]
+    fn pick_with<'b>(&'b self, ctx: &PickContext<'_>, select: impl Select) -> Option<Pick<'b>> {
         let mut chooser = Chooser::new(self, ctx);
         for _ in 0..ACQUIRE_ATTEMPTS {
-            let (m, flags) = self.choose(&mut chooser, ctx)?;
+            let (m, flags) = self.choose(&mut chooser, ctx, &select)?;
             let member = &self.members[m as usize];
             if member.state.try_acquire(self.max_conns) {
                 if flags & COUNTED != 0 {
@@ -280,7 +374,13 @@ impl Balancer {
         None
     }
 
-    fn choose(&self, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<(u32, u8)> {
+    #[inline(always)]
+    fn choose(
+        &self,
+        c: &mut Chooser<'_>,
+        ctx: &PickContext<'_>,
+        select: &impl Select,
+    ) -> Option<(u32, u8)> {
         c.relaxed = false;
         let sticky = match (&self.sticky, ctx.cookie) {
             (Some(index), Some(cookie)) => index.find(cookie),
@@ -291,17 +391,23 @@ impl Balancer {
         {
             return Some((m, STICKY_HIT));
         }
-        let mut flags = 0;
-        if self.sticky.is_some() {
-            flags |= SET_COOKIE;
+        if let Some(m) = select.select(self, c, ctx) {
+            return Some((m, self.pick_flags));
         }
-        if self.balance_factor.is_some() {
-            flags |= COUNTED;
-        }
-        if let Some(m) = self.select(c, ctx) {
-            return Some((m, flags));
-        }
-        if !self.fail_open || self.any_up(c.now_ns) {
+        self.choose_failing_open(c, ctx, sticky, select)
+    }
+
+    /// Step 3 of a pick, out of line: the strategy found no usable server.
+    #[cold]
+    #[inline(never)]
+    fn choose_failing_open(
+        &self,
+        c: &mut Chooser<'_>,
+        ctx: &PickContext<'_>,
+        sticky: Option<u32>,
+        select: &impl Select,
+    ) -> Option<(u32, u8)> {
+        if !self.fail_open || self.any_up(c) {
             return None;
         }
         c.relaxed = true;
@@ -310,44 +416,16 @@ impl Balancer {
         {
             return Some((m, STICKY_HIT | FAIL_OPEN));
         }
-        self.select(c, ctx).map(|m| (m, flags | FAIL_OPEN))
-    }
-
-    fn select(&self, c: &mut Chooser<'_>, ctx: &PickContext<'_>) -> Option<u32> {
-        match &self.selector {
-            Selector::RoundRobin => round_robin::select(&self.eligible, c),
-            Selector::Smooth(table) => table.select(&self.eligible, c),
-            Selector::LeastRequest(sampler) => p2c::select(sampler, c, least_request::cheaper),
-            Selector::PeakEwma(sampler) => p2c::select(sampler, c, |c, a, b| {
-                let load = |m: u32| {
-                    let state = &c.member(m).state;
-                    state
-                        .ewma
-                        .load(c.now_ns, self.default_rtt_ns, state.in_flight())
-                };
-                load(a).cheaper_than(load(b), self.decay_ns)
-            }),
-            Selector::Random(sampler) => sampler.select_one(c),
-            Selector::Maglev(table) => {
-                let key = match ctx.key {
-                    Some(key) => key,
-                    None => c.random(),
-                };
-                let capacity = self.balance_factor.map(|factor| {
-                    let total = self.shared.in_flight.0.load(Ordering::Relaxed);
-                    let n = self.eligible.len().max(1) as f64;
-                    (factor * (total as f64 + 1.0) / n).ceil() as u64
-                });
-                table.select(&self.eligible, c, key, capacity)
-            }
-        }
+        select
+            .select(self, c, ctx)
+            .map(|m| (m, self.pick_flags | FAIL_OPEN))
     }
 
     /// Whether any server that takes new requests is up (healthy and not ejected).
-    fn any_up(&self, now_ns: u64) -> bool {
+    fn any_up(&self, c: &Chooser<'_>) -> bool {
         self.eligible
             .iter()
-            .any(|&m| self.members[m as usize].state.is_up(now_ns))
+            .any(|&m| self.members[m as usize].state.is_up(|| c.now_ns()))
     }
 
     /// The backend's id.
@@ -398,77 +476,110 @@ impl fmt::Debug for Balancer {
 // === impl Chooser ===
 
 /// One pick's view of the balancer: which servers are usable right now, the slow-start
-/// coin, and the random stream (seeded lazily: round robin and hashing rarely need it).
+/// coin, the rotation cursor and the random stream.
+///
+/// Everything a pick may not need is computed on first use: the pick's time in the
+/// backend's clock (only ejections, slow-start ramps and peak-EWMA read it) and the random
+/// stream (round robin and hashing rarely draw).
+//
+// Kept small (six words) and built from references: a pick that goes out of line (a
+// skipped server, failing open) needs it in memory, and every field costs a store per pick.
 pub(crate) struct Chooser<'a> {
-    members: &'a [Member],
-    tried: Option<&'a TriedSet>,
-    shared: &'a BackendState,
-    pub(crate) now_ns: u64,
-    max_conns: u32,
-    window_ns: u64,
+    b: &'a Balancer,
+    ctx: &'a PickContext<'a>,
+    /// The pick's time in ns since the backend's epoch; `u64::MAX` until first converted.
+    now_ns: Cell<u64>,
     /// Failing open: health and ejection are ignored.
     pub(crate) relaxed: bool,
     rng: Option<LocalRng>,
 }
 
 impl<'a> Chooser<'a> {
-    fn new(b: &'a Balancer, ctx: &PickContext<'a>) -> Self {
+    #[inline(always)]
+    fn new(b: &'a Balancer, ctx: &'a PickContext<'a>) -> Self {
         Self {
-            members: &b.members,
-            tried: ctx.tried.filter(|t| !t.is_empty()),
-            shared: &b.shared,
-            now_ns: nanos_since(b.shared.epoch, ctx.now),
-            max_conns: b.max_conns,
-            window_ns: b.slow_start_ns,
+            b,
+            ctx,
+            now_ns: Cell::new(u64::MAX),
             relaxed: false,
             rng: None,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn member(&self, m: u32) -> &'a Member {
-        &self.members[m as usize]
+        &self.b.members[m as usize]
     }
 
-    /// The backend's shared round-robin cursor.
+    /// The pick's time as nanoseconds since the backend's epoch, converted once. (A time
+    /// that really is `u64::MAX` ns, 584 years, out is merely converted again.)
     #[inline]
-    pub(crate) fn cursor(&self) -> &'a std::sync::atomic::AtomicU64 {
-        &self.shared.cursor.0
+    pub(crate) fn now_ns(&self) -> u64 {
+        let ns = self.now_ns.get();
+        if ns != u64::MAX {
+            return ns;
+        }
+        let ns = nanos_since(self.b.shared.epoch, self.ctx.now);
+        self.now_ns.set(ns);
+        ns
     }
 
-    /// The next random value of this pick's stream.
-    #[inline]
+    /// The next position of the backend's rotation over `len` slots (not zero), and
+    /// advances it: a relaxed load and store, no division (see [`round_robin`] for why and
+    /// what it means under concurrency).
+    #[inline(always)]
+    pub(crate) fn next_position(&self, len: usize) -> usize {
+        let cursor = &self.b.shared.cursor.0;
+        let mut pos = cursor.load(Ordering::Relaxed);
+        let len = len as u64;
+        if pos >= len {
+            pos %= len;
+        }
+        let next = if pos + 1 == len { 0 } else { pos + 1 };
+        cursor.store(next, Ordering::Relaxed);
+        pos as usize
+    }
+
+    /// The next random value of the backend's stream (see [`SharedRng`]).
+    #[inline(always)]
     pub(crate) fn random(&mut self) -> u64 {
-        let shared: &SharedRng = &self.shared.rng.0;
-        self.rng.get_or_insert_with(|| shared.local()).next()
+        let shared: &SharedRng = &self.b.shared.rng.0;
+        let rng = self.rng.get_or_insert_with(|| shared.local());
+        let value = rng.next();
+        shared.advance_to(rng);
+        value
     }
 
     /// Whether member `m` may take this request, slow start aside.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn usable(&self, m: u32) -> bool {
         let member = self.member(m);
         let state = &member.state;
-        if let Some(tried) = self.tried
+        if let Some(tried) = self.ctx.tried
+            && !tried.is_empty()
             && tried.contains(member.key)
         {
             return false;
         }
-        if self.max_conns != 0 && state.in_flight() >= self.max_conns {
+        let limit = self.b.max_conns;
+        if limit != 0 && state.in_flight() >= limit {
             return false;
         }
-        self.relaxed || state.is_up(self.now_ns)
+        self.relaxed || state.is_up(|| self.now_ns())
     }
 
     /// Member `m`'s slow-start factor now.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ramp(&self, m: u32) -> f64 {
-        self.member(m).state.ramp_at(self.now_ns, self.window_ns)
+        self.member(m)
+            .state
+            .ramp_when(|| self.now_ns(), self.b.slow_start_ns)
     }
 
     /// Whether member `m` is usable and wins its slow-start coin toss. A usable member that
     /// loses the toss is remembered in `fallback`, so a ramping server that is the only
     /// usable one is still chosen.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(&mut self, m: u32, fallback: &mut Option<u32>) -> bool {
         if !self.usable(m) {
             return false;
@@ -481,13 +592,10 @@ impl<'a> Chooser<'a> {
         false
     }
 
-    /// [`Chooser::admit`] with a coin derived from the request key, so the same keys reach
-    /// a ramping server throughout its ramp.
-    #[inline]
-    pub(crate) fn admit_keyed(&self, m: u32, key: u64, fallback: &mut Option<u32>) -> bool {
-        if !self.usable(m) {
-            return false;
-        }
+    /// [`Chooser::admit`] for a member already known to be usable, with a coin derived from
+    /// the request key, so the same keys reach a ramping server throughout its ramp.
+    #[inline(always)]
+    pub(crate) fn admit_usable_keyed(&self, m: u32, key: u64, fallback: &mut Option<u32>) -> bool {
         let ramp = self.ramp(m);
         if ramp >= 1.0 || unit(fmix64(key ^ self.member(m).key)) < ramp {
             return true;
@@ -500,12 +608,20 @@ impl<'a> Chooser<'a> {
     /// otherwise up to [`ATTEMPTS`] slots drawn at random, so a skipped server's turn goes to
     /// a random other server rather than always to its successor (which would double the
     /// successor's share); then a scan of `scan` in order.
+    #[inline(always)]
     pub(crate) fn probe(&mut self, slots: &[u32], start: usize, scan: &[u32]) -> Option<u32> {
         let mut fallback = None;
         let first = slots[start];
         if self.admit(first, &mut fallback) {
             return Some(first);
         }
+        self.probe_on(slots, scan, fallback)
+    }
+
+    /// The rest of [`Chooser::probe`], out of line: the common pick never gets here.
+    #[cold]
+    #[inline(never)]
+    fn probe_on(&mut self, slots: &[u32], scan: &[u32], mut fallback: Option<u32>) -> Option<u32> {
         for _ in 0..ATTEMPTS {
             let m = slots[below(self.random(), slots.len())];
             if self.admit(m, &mut fallback) {
@@ -525,5 +641,11 @@ impl<'a> Chooser<'a> {
         (0..n)
             .map(|step| among[(start + step) % n])
             .find(|&m| self.usable(m))
+    }
+
+    /// Requests in flight across the backend (maintained for bounded-load hashing only).
+    #[inline]
+    pub(crate) fn backend_in_flight(&self) -> u64 {
+        self.b.shared.in_flight.0.load(Ordering::Relaxed)
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// `"roundrobin"`: each server in turn, ignoring weights (one atomic `fetch_add`).
+    /// `"roundrobin"`: each server in turn, ignoring weights.
     #[default]
     RoundRobin,
     /// `"wrr"`: nginx's smooth weighted round robin.

@@ -18,6 +18,7 @@ use super::balancer::Chooser;
 
 /// Whether member `a` has fewer requests in flight per unit of weight than member `b`,
 /// compared exactly (`in_a × w_b < in_b × w_a`, no division).
+#[inline(always)]
 pub(crate) fn cheaper(c: &Chooser<'_>, a: u32, b: u32) -> bool {
     let (a, b) = (c.member(a), c.member(b));
     let load = |in_flight: u32, weight: u32| u64::from(in_flight) * u64::from(weight.max(1));

@@ -126,6 +126,7 @@ enum Slots {
 }
 
 impl Slots {
+    #[inline(always)]
     fn len(&self) -> usize {
         match self {
             Slots::Narrow(slots) => slots.len(),
@@ -133,7 +134,7 @@ impl Slots {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, at: usize) -> u32 {
         match self {
             Slots::Narrow(slots) => u32::from(slots[at]),
@@ -214,13 +215,15 @@ impl Maglev {
     }
 
     /// The member for `key`: the first usable one walking from the key's slot, passing over
-    /// members with `capacity` or more requests in flight. `eligible` is the fallback scan.
+    /// members whose in-flight count has reached the bounded-load capacity when
+    /// `balance_factor` is set. `eligible` is the fallback scan.
+    #[inline(always)]
     pub(crate) fn select(
         &self,
         eligible: &[u32],
         c: &mut Chooser<'_>,
         key: u64,
-        capacity: Option<u64>,
+        balance_factor: Option<f64>,
     ) -> Option<u32> {
         let len = self.table.len();
         if len == 0 {
@@ -229,20 +232,34 @@ impl Maglev {
         let hashed = fmix64(key);
         let start = below(hashed, len);
         let mut fallback = None;
+        // The capacity `ceil(c × (total + 1) / n)` is at least 1 (c ≥ 1), so a member with
+        // nothing in flight is under it: the backend total is only read, and the division
+        // only done, once a candidate already has requests in flight.
+        let mut capacity = None;
         for step in 0..PROBES.min(len) {
             let mut at = start + step;
             if at >= len {
                 at -= len;
             }
             let m = self.table.get(at);
-            if let Some(capacity) = capacity
-                && c.usable(m)
-                && u64::from(c.member(m).state.in_flight()) >= capacity
-            {
-                fallback.get_or_insert(m);
+            if !c.usable(m) {
                 continue;
             }
-            if c.admit_keyed(m, key, &mut fallback) {
+            if let Some(factor) = balance_factor {
+                let in_flight = u64::from(c.member(m).state.in_flight());
+                if in_flight != 0
+                    && in_flight
+                        >= *capacity.get_or_insert_with(|| {
+                            let total = c.backend_in_flight();
+                            let n = eligible.len().max(1) as f64;
+                            (factor * (total as f64 + 1.0) / n).ceil() as u64
+                        })
+                {
+                    fallback.get_or_insert(m);
+                    continue;
+                }
+            }
+            if c.admit_usable_keyed(m, key, &mut fallback) {
                 return Some(m);
             }
         }

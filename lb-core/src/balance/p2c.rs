@@ -18,6 +18,7 @@ use super::random::{ATTEMPTS, WeightedSampler};
 
 /// Picks the cheaper of two distinct usable members drawn from `sampler` by weight;
 /// `cheaper(c, second, first)` says whether the second candidate costs strictly less.
+#[inline(always)]
 pub(crate) fn select(
     sampler: &WeightedSampler,
     c: &mut Chooser<'_>,
@@ -36,8 +37,13 @@ pub(crate) fn select(
             break;
         }
     }
-    match second.or(fallback) {
-        Some(second) if cheaper(c, second, first) => Some(second),
-        _ => Some(first),
-    }
+    let Some(second) = second.or(fallback) else {
+        return Some(first);
+    };
+    // A select, not a branch: which candidate wins is a coin flip the CPU cannot predict.
+    Some(std::hint::select_unpredictable(
+        cheaper(c, second, first),
+        second,
+        first,
+    ))
 }

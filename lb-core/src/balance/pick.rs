@@ -92,6 +92,7 @@ fn finish(
     ejected
 }
 
+#[inline]
 fn release(state: &ServerState, flags: u8) {
     state.release();
     if flags & COUNTED != 0 {
@@ -116,6 +117,7 @@ pub struct Pick<'a> {
 }
 
 impl<'a> Pick<'a> {
+    #[inline]
     pub(crate) fn new(member: &'a Member, started: Instant, flags: u8) -> Self {
         Self {
             member,
@@ -127,21 +129,25 @@ impl<'a> Pick<'a> {
 
     /// The caller's opaque index for the server, as given in its
     /// [`ServerSpec`](super::ServerSpec).
+    #[inline]
     pub fn index(&self) -> usize {
         self.member.index
     }
 
     /// The server's shared runtime state.
+    #[inline]
     pub fn server(&self) -> &'a Arc<ServerState> {
         &self.member.state
     }
 
     /// The server's id.
+    #[inline]
     pub fn server_id(&self) -> &'a str {
         self.member.state.id()
     }
 
     /// The server's stable key: insert it into a [`TriedSet`] before a retry.
+    #[inline]
     pub fn server_key(&self) -> u64 {
         self.member.key
     }
@@ -191,6 +197,7 @@ impl<'a> Pick<'a> {
 }
 
 impl Drop for Pick<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.armed {
             release(&self.member.state, self.flags);
@@ -224,6 +231,7 @@ pub struct OwnedPick {
 
 impl OwnedPick {
     /// The caller's opaque index for the server.
+    #[inline]
     pub fn index(&self) -> usize {
         self.index
     }
@@ -239,6 +247,7 @@ impl OwnedPick {
     }
 
     /// The server's stable key, for a [`TriedSet`].
+    #[inline]
     pub fn server_key(&self) -> u64 {
         self.state.key()
     }
@@ -271,6 +280,7 @@ impl OwnedPick {
 }
 
 impl Drop for OwnedPick {
+    #[inline]
     fn drop(&mut self) {
         if self.armed {
             release(&self.state, self.flags);

@@ -20,13 +20,13 @@ use super::rng::below;
 /// Draws before falling back to a scan.
 pub(crate) const ATTEMPTS: usize = 8;
 
-/// Vose's alias table over `n` columns, with thresholds in 32-bit fixed point.
+/// Vose's alias table over `n` columns. Each column is one `u64`: the threshold in 32-bit
+/// fixed point in the high half, the alias in the low half, so a draw reads one word.
 #[derive(Debug)]
 struct Alias {
-    /// Column `i` keeps its own server when the low 32 bits of the draw are below this.
-    threshold: Box<[u32]>,
-    /// Otherwise column `i` gives this position.
-    alias: Box<[u32]>,
+    /// Column `i` keeps its own server when the low 32 bits of the draw are below its
+    /// threshold (`column >> 32`); otherwise it gives its alias (`column as u32`).
+    columns: Box<[u64]>,
 }
 
 impl Alias {
@@ -60,18 +60,24 @@ impl Alias {
         // Whatever is left is a full column (rounding may leave some in `small` too); its
         // threshold stays at the maximum and its alias is itself.
         Self {
-            threshold: threshold.into_boxed_slice(),
-            alias: alias.into_boxed_slice(),
+            columns: threshold
+                .iter()
+                .zip(&alias)
+                .map(|(&t, &a)| u64::from(t) << 32 | u64::from(a))
+                .collect(),
         }
     }
 
+    #[inline(always)]
     fn sample(&self, r: u64) -> usize {
-        let column = (((r >> 32) * self.threshold.len() as u64) >> 32) as usize;
-        if (r as u32) < self.threshold[column] {
-            column
-        } else {
-            self.alias[column] as usize
-        }
+        let column = (((r >> 32) * self.columns.len() as u64) >> 32) as usize;
+        let entry = self.columns[column];
+        // Own server or alias is a weighted coin flip: a select, not a branch.
+        std::hint::select_unpredictable(
+            (r as u32) < (entry >> 32) as u32,
+            column,
+            entry as u32 as usize,
+        )
     }
 }
 
@@ -95,12 +101,13 @@ impl WeightedSampler {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn len(&self) -> usize {
         self.eligible.len()
     }
 
     /// The member drawn by the uniform value `r`. The sampler must not be empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn sample(&self, r: u64) -> u32 {
         let pos = match &self.alias {
             None => below(r, self.eligible.len()),
@@ -110,6 +117,7 @@ impl WeightedSampler {
     }
 
     /// Weighted random: one usable member, drawn by weight.
+    #[inline(always)]
     pub(crate) fn select_one(&self, c: &mut Chooser<'_>) -> Option<u32> {
         if self.eligible.is_empty() {
             return None;

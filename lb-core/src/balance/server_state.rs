@@ -67,23 +67,28 @@ fn duration_nanos(d: Duration) -> u64 {
 /// The active health checker reports through [`ServerState::set_healthy`]; the data path
 /// reports through [`Pick::complete`](super::Pick::complete) (or [`ServerState::observe`]).
 // Aligned to a cache line so two servers' counters never share one (false sharing would make
-// every pick on one server slow down picks on its neighbour).
-#[repr(align(64))]
+// every pick on one server slow down picks on its neighbour), and laid out in declaration
+// order (`repr(C)`) so that everything a pick reads or writes — the in-flight count, the
+// health flag, the ejection end, the ramp start and the peak-EWMA cells — sits in the first
+// line: a pick touches one line per server, not two.
+#[repr(C, align(64))]
 pub struct ServerState {
+    // --- hot: read or written by every pick ---
     in_flight: AtomicU32,
     healthy: AtomicBool,
-    consecutive_failures: AtomicU32,
-    /// Recent ejections (the backoff multiplier before its decay is applied).
-    ejections: AtomicU32,
     /// End of the current ejection as a stamp; zero when not ejected (cleared lazily).
     ejected_until: AtomicU64,
-    /// End of the most recent ejection as a stamp (kept for the multiplier's decay).
-    last_ejection_end: AtomicU64,
     /// Start of the slow-start ramp as a stamp; zero when not ramping.
     ramp_start: AtomicU64,
     pub(crate) ewma: PeakEwma,
-    id: Box<str>,
+    // --- cold: completions, ejection decisions and admin views ---
+    consecutive_failures: AtomicU32,
+    /// Recent ejections (the backoff multiplier before its decay is applied).
+    ejections: AtomicU32,
+    /// End of the most recent ejection as a stamp (kept for the multiplier's decay).
+    last_ejection_end: AtomicU64,
     key: u64,
+    id: Box<str>,
     pub(crate) backend: Arc<BackendState>,
 }
 
@@ -111,12 +116,14 @@ impl ServerState {
     }
 
     /// The server's id (its key in `<prefix>/backends/<id>/servers/<server-id>`).
+    #[inline]
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The stable 64-bit hash of the id (see [`hash_key`](super::hash_key)): what sticky
     /// cookies and [`TriedSet`](super::TriedSet)s record.
+    #[inline]
     pub fn key(&self) -> u64 {
         self.key
     }
@@ -127,6 +134,7 @@ impl ServerState {
     }
 
     /// Requests picked for this server and not yet completed or dropped.
+    #[inline]
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -243,19 +251,26 @@ impl ServerState {
 
     // --- crate internals used on the pick path ---
 
-    /// Usable as far as health goes: healthy and not ejected.
+    /// Usable as far as health goes: healthy and not ejected. `now_ns` is only called when
+    /// an ejection is on record, so the common case never converts the pick's clock.
     #[inline]
-    pub(crate) fn is_up(&self, now_ns: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.is_ejected_at(now_ns)
+    pub(crate) fn is_up(&self, now_ns: impl FnOnce() -> u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected_when(now_ns)
     }
 
     #[inline]
     pub(crate) fn is_ejected_at(&self, now_ns: u64) -> bool {
+        self.is_ejected_when(|| now_ns)
+    }
+
+    /// [`ServerState::is_ejected_at`] with the time computed only if an ejection is on record.
+    #[inline]
+    fn is_ejected_when(&self, now_ns: impl FnOnce() -> u64) -> bool {
         let until = self.ejected_until.load(Ordering::Acquire);
         if until == 0 {
             return false;
         }
-        if now_ns < until - 1 {
+        if now_ns() < until - 1 {
             return true;
         }
         // Over: clear it so later checks take the fast path. A failed exchange means a new
@@ -269,6 +284,12 @@ impl ServerState {
     /// The slow-start factor at `now_ns` for a `window_ns` window.
     #[inline]
     pub(crate) fn ramp_at(&self, now_ns: u64, window_ns: u64) -> f64 {
+        self.ramp_when(|| now_ns, window_ns)
+    }
+
+    /// [`ServerState::ramp_at`] with the time computed only if a ramp is running.
+    #[inline]
+    pub(crate) fn ramp_when(&self, now_ns: impl FnOnce() -> u64, window_ns: u64) -> f64 {
         if window_ns == 0 {
             return 1.0;
         }
@@ -276,7 +297,7 @@ impl ServerState {
         if start == 0 {
             return 1.0;
         }
-        let factor = ramp_factor(now_ns.saturating_sub(start - 1), window_ns);
+        let factor = ramp_factor(now_ns().saturating_sub(start - 1), window_ns);
         if factor >= 1.0 {
             // Finished: clear it so later picks skip the arithmetic. A failed exchange means a
             // health flip restarted the ramp meanwhile, which must stay.
@@ -349,5 +370,41 @@ impl fmt::Debug for ServerState {
             .field("consecutive_failures", &self.consecutive_failures())
             .field("ejections", &self.ejection_count())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn everything_a_pick_touches_sits_in_the_first_cache_line() {
+        for (field, end) in [
+            (
+                "in_flight",
+                offset_of!(ServerState, in_flight) + size_of::<AtomicU32>(),
+            ),
+            (
+                "healthy",
+                offset_of!(ServerState, healthy) + size_of::<AtomicBool>(),
+            ),
+            (
+                "ejected_until",
+                offset_of!(ServerState, ejected_until) + size_of::<AtomicU64>(),
+            ),
+            (
+                "ramp_start",
+                offset_of!(ServerState, ramp_start) + size_of::<AtomicU64>(),
+            ),
+            (
+                "ewma",
+                offset_of!(ServerState, ewma) + size_of::<PeakEwma>(),
+            ),
+        ] {
+            assert!(end <= 64, "{field} ends at byte {end}");
+        }
+        assert_eq!(std::mem::align_of::<ServerState>(), 64);
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! The sequence is periodic with period `L = Σ wᵢ / gcd(w)`. Instead of running nginx's loop
 //! under a lock on every pick, one period is computed when the server set changes and picks
-//! index it with one atomic `fetch_add` (the build-once-read-many shape of Pingora's
-//! `Weighted`, but with nginx's smooth order instead of Pingora's bursty one — Pingora #195).
+//! index it with the backend's rotation cursor, as round robin does (the build-once-read-many
+//! shape of Pingora's `Weighted`, but with nginx's smooth order instead of Pingora's bursty
+//! one — Pingora #195).
 //!
 //! **Table cap.** The period is capped at [`MAX_PERIOD`] slots. When the reduced weights
 //! sum to more, each weight is first scaled to `max(1, floor(w × MAX_PERIOD / Σw))` (so the
@@ -31,10 +32,8 @@
 //! O(1), O(n) when most servers are unusable. Empty input: an empty table, the pick is
 //! `None`.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-
 use super::balancer::Chooser;
+use std::collections::BTreeMap;
 
 /// The longest period the table holds before weights are scaled down.
 pub const MAX_PERIOD: usize = 1 << 16;
@@ -146,12 +145,13 @@ impl SmoothWeighted {
     }
 
     /// Picks the next usable member of the sequence; `eligible` is the fallback scan order.
+    #[inline(always)]
     pub(crate) fn select(&self, eligible: &[u32], c: &mut Chooser<'_>) -> Option<u32> {
         let len = self.slots.len();
         if len == 0 {
             return None;
         }
-        let start = (c.cursor().fetch_add(1, Ordering::Relaxed) % len as u64) as usize;
+        let start = c.next_position(len);
         c.probe(&self.slots, start, eligible)
     }
 }

@@ -11,9 +11,10 @@
 //! (down, ejected, at its connection limit, already tried), is ignored: the strategy picks,
 //! and [`Pick::set_cookie`](super::Pick::set_cookie) tells the caller the value to set.
 //!
-//! Complexity: O(16) to parse a cookie, O(log n) to find its server in a table sorted by
-//! hash, built once per server-set change. Empty input: no server matches, the strategy runs
-//! (and returns `None` on an empty backend).
+//! Complexity: O(16) to parse a cookie, O(1) expected to find its server in an
+//! open-addressing table keyed by the server hash (at most half full), built once per
+//! server-set change. Empty input: no server matches, the strategy runs (and returns `None`
+//! on an empty backend).
 
 use std::fmt;
 
@@ -42,21 +43,7 @@ impl CookieValue {
     /// Parses a cookie value as sent back by a client: exactly 16 hex digits (either case).
     /// Anything else is `None`, never an error: a client can send any bytes.
     pub fn parse(value: &str) -> Option<Self> {
-        let bytes = value.as_bytes();
-        if bytes.len() != 16 {
-            return None;
-        }
-        let mut key = 0u64;
-        for &b in bytes {
-            let nibble = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                b'A'..=b'F' => b - b'A' + 10,
-                _ => return None,
-            };
-            key = (key << 4) | u64::from(nibble);
-        }
-        Some(Self::new(key))
+        parse_key(value).map(Self::new)
     }
 
     /// The server key this value names.
@@ -83,33 +70,79 @@ impl fmt::Debug for CookieValue {
     }
 }
 
+/// The server key a cookie value names: exactly 16 hex digits (either case), else `None`.
+/// Decodes only: the pick path never formats the value back.
+#[inline]
+fn parse_key(value: &str) -> Option<u64> {
+    let bytes: &[u8; 16] = value.as_bytes().try_into().ok()?;
+    let mut key = 0u64;
+    for &b in bytes {
+        let nibble = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        key = (key << 4) | u64::from(nibble);
+    }
+    Some(key)
+}
+
 // === impl StickyIndex ===
 
-/// Server keys sorted for binary search, each with its member position.
+/// Server keys in an open-addressing table (linear probing, a power-of-two size at least
+/// twice the number of servers), each with its member position.
+///
+/// Server keys are outputs of a finalizer with full avalanche (see
+/// [`hash_key`](super::hash_key)), so their top bits index the table directly. A client
+/// chooses the cookie it sends but not the table's layout, which only server ids shape: a
+/// lookup of any value walks at most the longest run of occupied slots.
 #[derive(Debug)]
 pub(crate) struct StickyIndex {
-    by_key: Box<[(u64, u32)]>,
+    /// `(key, member + 1)`; a zero member marks an empty slot.
+    slots: Box<[(u64, u32)]>,
+    /// `64 - log2(slots.len())`: a key's home slot is `key >> shift`.
+    shift: u32,
 }
 
 impl StickyIndex {
     /// Indexes `keys` (member position = slice position). Keys are distinct: the balancer
-    /// rejects duplicate server ids, and distinct ids colliding on 64 bits is not a concern.
-    pub(crate) fn new(keys: impl Iterator<Item = u64>) -> Self {
-        let mut by_key: Vec<(u64, u32)> =
-            keys.enumerate().map(|(i, key)| (key, i as u32)).collect();
-        by_key.sort_unstable();
-        Self {
-            by_key: by_key.into_boxed_slice(),
+    /// rejects duplicate server ids, and distinct ids colliding on 64 bits is not a concern
+    /// (the first one listed would win).
+    pub(crate) fn new(keys: impl ExactSizeIterator<Item = u64>) -> Self {
+        let size = (keys.len() * 2).next_power_of_two().max(2);
+        let shift = 64 - size.trailing_zeros();
+        let mut slots = vec![(0u64, 0u32); size].into_boxed_slice();
+        let mask = size - 1;
+        for (member, key) in keys.enumerate() {
+            let mut at = (key >> shift) as usize;
+            while slots[at].1 != 0 && slots[at].0 != key {
+                at = (at + 1) & mask;
+            }
+            if slots[at].1 == 0 {
+                slots[at] = (key, member as u32 + 1);
+            }
         }
+        Self { slots, shift }
     }
 
     /// The member named by the cookie value `cookie`, if any.
+    #[inline(never)]
     pub(crate) fn find(&self, cookie: &str) -> Option<u32> {
-        let key = CookieValue::parse(cookie)?.key();
-        self.by_key
-            .binary_search_by_key(&key, |&(k, _)| k)
-            .ok()
-            .map(|at| self.by_key[at].1)
+        let key = parse_key(cookie)?;
+        let mask = self.slots.len() - 1;
+        let mut at = (key >> self.shift) as usize;
+        // At most half the slots are occupied, so the walk always meets an empty one.
+        loop {
+            let (k, member) = self.slots[at];
+            if member == 0 {
+                return None;
+            }
+            if k == key {
+                return Some(member - 1);
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
 
@@ -152,5 +185,36 @@ mod tests {
         assert_eq!(index.find("not-a-cookie"), None);
         assert_eq!(index.find(CookieValue::new(4).as_str()), None);
         assert_eq!(index.find(CookieValue::new(2).as_str()), Some(1));
+    }
+
+    #[test]
+    fn index_finds_every_server_and_nothing_else() {
+        use crate::balance::hash_key;
+        for n in [0usize, 1, 2, 3, 100, 1000] {
+            let keys: Vec<u64> = (0..n)
+                .map(|i| hash_key(format!("srv-{i}").as_bytes()))
+                .collect();
+            let index = StickyIndex::new(keys.iter().copied());
+            for (member, &key) in keys.iter().enumerate() {
+                assert_eq!(
+                    index.find(CookieValue::new(key).as_str()),
+                    Some(member as u32)
+                );
+            }
+            for i in 0..1000 {
+                let stranger = hash_key(format!("other-{i}").as_bytes());
+                assert_eq!(index.find(CookieValue::new(stranger).as_str()), None);
+            }
+        }
+        // Keys sharing their top bits (one home slot) still each find their member.
+        let crowded: Vec<u64> = (0..50u64).collect();
+        let index = StickyIndex::new(crowded.iter().copied());
+        for (member, &key) in crowded.iter().enumerate() {
+            assert_eq!(
+                index.find(CookieValue::new(key).as_str()),
+                Some(member as u32)
+            );
+        }
+        assert_eq!(index.find(CookieValue::new(50).as_str()), None);
     }
 }
