@@ -12,7 +12,8 @@
 //!   iteration).
 //!
 //! Each iteration is a real change (snapshot update, runtime update, health-checker update,
-//! atomic swap). Health checks are off, so no probe runs; nothing listens.
+//! atomic swap). Health checks are off, so no probe runs; nothing listens. The bench
+//! allocates through mimalloc, as the `lbproxy` binary does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ use lb_proxy::forward::Proxy;
 use lb_proxy::health::HttpProber;
 use lb_registry::MemoryRegistry;
 use serde_json::json;
+
+/// The allocator lbproxy uses (lb-proxy's default `mimalloc` feature).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const FRONTENDS: usize = 10_000;
 const BACKENDS: usize = 1_000;

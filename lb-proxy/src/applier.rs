@@ -450,19 +450,25 @@ where
     builder.build(revision, entries)
 }
 
-/// What the health checker needs to know about a backend.
+/// What the health checker needs to know about a backend: its servers only when it has a
+/// health check (the checker ignores them otherwise, and a large tree has tens of
+/// thousands), each with its state by position (the balancer holds them in server order).
 fn checked_backend(backend: &BackendRuntime) -> CheckedBackend {
-    let servers = backend.servers.iter().filter_map(|server| {
-        let state = backend.balancer.as_ref()?.server(&server.id)?;
-        Some(CheckedServer::new(
-            server.id.to_string(),
-            server.entry.target.to_string(),
-            Arc::clone(state),
-        ))
-    });
-    CheckedBackend::new(
-        backend.id.to_string(),
-        backend.entry.health_check.clone(),
-        servers.collect::<Vec<_>>(),
-    )
+    let health_check = backend.entry.health_check.clone();
+    let servers = match (&health_check, &backend.balancer) {
+        (Some(_), Some(balancer)) => backend
+            .servers
+            .iter()
+            .zip(balancer.servers())
+            .map(|(server, state)| {
+                CheckedServer::new(
+                    server.id.to_string(),
+                    server.entry.target.to_string(),
+                    Arc::clone(state),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    CheckedBackend::new(backend.id.to_string(), health_check, servers)
 }
