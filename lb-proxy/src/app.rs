@@ -1,13 +1,19 @@
 //! lbproxy assembled: registry, applier, data-path listeners, registry listeners, admin API
 //! and graceful shutdown. The `lbproxy` binary is a thin CLI over [`App`]; tests start an
 //! [`App`] in-process.
+//!
+//! Listeners from the registry (`listeners/<id>`) open and close as snapshots are applied.
+//! An https one serves the snapshot's hosts' certificates ([`Certificates`], updated on
+//! every apply that changes a host); a change of its `Protocol` or `Settings.TLS` takes
+//! effect for the next connection without closing the socket, a change of its address
+//! closes it and opens the new one. Only tcp listeners are supported (not unix sockets).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::config::Snapshot;
+use lb_core::config::{ListenerEntry, Snapshot};
 use lb_core::health::HealthChecker;
 use lb_middleware::Types;
 use lb_registry::Registry;
@@ -21,6 +27,7 @@ use crate::forward::Proxy;
 use crate::health::HttpProber;
 use crate::metrics::Metrics;
 use crate::server::{ConnectionLimits, ListenerHandle, Server};
+use crate::tls::Certificates;
 
 /// Where the configuration comes from.
 #[derive(Clone, Debug)]
@@ -106,7 +113,7 @@ impl App {
             listeners.push(handle);
         }
         let registry_listeners = RegistryListeners::new(Arc::clone(&server));
-        let checker = HealthChecker::new(HttpProber::new());
+        let checker = HealthChecker::new(HttpProber::new().with_proxy(Arc::clone(&proxy)));
         let applier = Arc::new(
             Applier::new(
                 Arc::clone(&registry),
@@ -211,28 +218,55 @@ impl App {
 /// Listeners from the registry, opened and closed as snapshots change.
 struct RegistryListeners {
     server: Arc<Server>,
-    running: Mutex<HashMap<String, (String, ListenerHandle)>>,
+    certificates: Arc<Certificates>,
+    running: Mutex<HashMap<String, RunningListener>>,
+}
+
+/// A registry listener that is open, with what its socket and TLS were set up from.
+struct RunningListener {
+    entry: Arc<ListenerEntry>,
+    handle: ListenerHandle,
 }
 
 impl RegistryListeners {
     fn new(server: Arc<Server>) -> Self {
         Self {
             server,
+            certificates: Arc::new(Certificates::new()),
             running: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The TLS configuration `entry` asks for (`None` for plain HTTP).
+    fn tls_config(&self, entry: &ListenerEntry) -> Option<Arc<rustls::ServerConfig>> {
+        entry
+            .tls
+            .then(|| crate::tls::server_config(Arc::clone(&self.certificates), tls_settings(entry)))
+    }
+
     fn reconcile(&self, snapshot: &Snapshot) {
+        self.certificates.update(snapshot);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.retain(|id, (address, handle)| {
-            let keep = snapshot
+        running.retain(|id, listener| {
+            let address = &listener.entry.config.address;
+            let Some(entry) = snapshot
                 .listener(id)
-                .is_some_and(|l| l.config.address.address == *address && !l.tls);
-            if !keep {
-                handle.stop();
-                tracing::info!(listener = %id, %address, "listener closed");
+                .filter(|l| l.config.address == *address)
+            else {
+                listener.handle.stop();
+                tracing::info!(listener = %id, address = %address.address, "listener closed");
+                return false;
+            };
+            if !Arc::ptr_eq(entry, &listener.entry) {
+                let before = (listener.entry.tls, tls_settings(&listener.entry));
+                if (entry.tls, tls_settings(entry)) != before {
+                    listener.handle.set_tls(self.tls_config(entry));
+                    tracing::info!(listener = %id, protocol = %entry.config.protocol,
+                        "listener settings changed; new connections use them");
+                }
+                listener.entry = Arc::clone(entry);
             }
-            keep
+            true
         });
         for entry in snapshot.listeners() {
             let id = &entry.config.id;
@@ -240,18 +274,26 @@ impl RegistryListeners {
                 continue;
             }
             let address = &entry.config.address.address;
-            if entry.tls || entry.config.address.network != "tcp" {
-                tracing::error!(listener = %id, "only plain-HTTP tcp listeners are supported yet");
+            if entry.config.address.network != "tcp" {
+                tracing::error!(listener = %id, network = %entry.config.address.network,
+                    "only tcp listeners are supported");
                 continue;
+            }
+            if entry.tls && self.certificates.is_empty() {
+                tracing::warn!(listener = %id,
+                    "https listener without any host certificate: handshakes fail until a \
+                     host with a KeyPair is added");
             }
             let bound = std::net::TcpListener::bind(address.as_str())
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .and_then(tokio::net::TcpListener::from_std)
-                .and_then(|l| self.server.serve(l));
+                .and_then(|l| self.server.serve_with_tls(l, self.tls_config(entry)));
             match bound {
                 Ok(handle) => {
-                    tracing::info!(listener = %id, addr = %handle.local_addr(), "listener opened");
-                    running.insert(id.clone(), (address.clone(), handle));
+                    tracing::info!(listener = %id, addr = %handle.local_addr(),
+                        protocol = %entry.config.protocol, "listener opened");
+                    let entry = Arc::clone(entry);
+                    running.insert(id.clone(), RunningListener { entry, handle });
                 }
                 Err(error) => {
                     tracing::error!(listener = %id, %address, %error, "cannot open listener")
@@ -259,4 +301,9 @@ impl RegistryListeners {
             }
         }
     }
+}
+
+/// A listener's `Settings.TLS`.
+fn tls_settings(entry: &ListenerEntry) -> Option<&lb_core::config::TlsSettings> {
+    entry.config.settings.as_ref().and_then(|s| s.tls.as_ref())
 }

@@ -7,12 +7,14 @@
 //! `FailoverPredicate` says so (at most [`MAX_ATTEMPTS`] attempts in all). An empty predicate
 //! means the default, [`DEFAULT_PREDICATE`]: idempotent methods (GET, HEAD, OPTIONS, TRACE,
 //! PUT, DELETE) are retried after a network error, at most 3 attempts; POST and PATCH are
-//! not. `IsNetworkError()` is true for connect, reset and timeout (no response head within
-//! the backend's `Read`) failures, `IsConnectError()` for connect failures only; neither is
-//! true for a server's own 502. Nothing is retried once the response has started: a retry
-//! happens only before any byte went to the client. When a retry finds every server tried,
-//! the client gets what the last attempt got: the server's answer, or 502/504 for a
-//! transport failure (503 only when no server could be picked at all).
+//! not. `IsNetworkError()` is true for connect (including a failed TLS handshake with an
+//! `https://` server), reset and timeout (no response head within the backend's `Read`, or
+//! no TLS handshake within its `TLSHandshake`) failures, `IsConnectError()` for connect
+//! failures only; neither is true for a server's own 502. Nothing is retried once the
+//! response has started: a retry happens only before any byte went to the client. When a
+//! retry finds every server tried, the client gets what the last attempt got: the server's
+//! answer, or 502/504 for a transport failure (503 only when no server could be picked at
+//! all).
 //!
 //! # Retry budget
 //!
@@ -32,8 +34,9 @@
 //!
 //! # Status codes (SPEC section 8)
 //!
-//! 404 no route; 503 no usable server; 502 connect or reset failure; 504 no response headers
-//! within the backend's `Read` timeout; 413 body over `MaxBodyBytes`; 400 a body the client
+//! 404 no route; 503 no usable server; 502 connect or reset failure (a refused certificate
+//! too); 504 no response headers within the backend's `Read` timeout, or no TLS handshake
+//! within its `TLSHandshake`; 413 body over `MaxBodyBytes`; 400 a body the client
 //! broke off.
 //!
 //! # Metrics
@@ -289,10 +292,16 @@ enum Failure {
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
-    if error.is_connect() {
-        return Failure::Connect;
-    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    if error.is_connect() {
+        // A TLS handshake that ran out of time is a timeout (504), not a refused connect.
+        let timed_out = source.is_some_and(|e| e.is::<crate::upstream::HandshakeTimeout>());
+        return if timed_out {
+            Failure::Timeout
+        } else {
+            Failure::Connect
+        };
+    }
     while let Some(e) = source {
         if e.is::<body::TooLarge>() {
             return Failure::BodyTooLarge;
@@ -456,7 +465,7 @@ async fn attempts(
             return Err(ProxyError::BadGateway);
         };
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(server.scheme.clone())
             .authority(server.authority.clone())
             .path_and_query(path_and_query.clone())
             .build()

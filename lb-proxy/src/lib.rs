@@ -5,7 +5,9 @@
 //! [`applier::Applier`] (registry stream → debounced, validated snapshot → [`runtime::Runtime`]
 //! swapped into the [`forward::Proxy`]), the [`server::Server`] accept loops and the
 //! [`admin`] API. [`forward`] is the request path; [`headers`] the forwarding rules;
-//! [`upstream`] the per-backend connection pools; [`health`] the HTTP prober for lb-core's
+//! [`upstream`] the per-backend connection pools (TLS to `https://` servers); [`tls`] the
+//! rustls configurations of both sides and the certificates of https listeners;
+//! [`health`] the HTTP prober for lb-core's
 //! health checks; [`metrics`] the Prometheus metrics and live stats; [`demo`] the embedded
 //! default. The README describes the behaviour.
 //!
@@ -58,4 +60,5 @@ pub mod health;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;

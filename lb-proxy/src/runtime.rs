@@ -3,8 +3,9 @@
 //! A [`Runtime`] is built off the hot path for every applied snapshot and swapped in
 //! atomically; requests in flight finish on the runtime they started with. Building reuses
 //! what did not change: a backend whose settings and servers are unchanged keeps its whole
-//! runtime, one whose pool settings are unchanged keeps its pool (and its open connections),
-//! and per-server balancing state lives in the long-lived [`StateStore`].
+//! runtime, one whose pool settings (timeouts, keep-alive and TLS) are unchanged keeps its
+//! pool (and its open connections), and per-server balancing state lives in the long-lived
+//! [`StateStore`].
 //!
 //! [`Runtime::update`] compiles a change instead of a whole snapshot: it starts from the
 //! previous runtime's maps and router (cloning shares every frontend and backend) and
@@ -92,6 +93,8 @@ pub struct ServerRuntime {
     pub id: Arc<str>,
     /// Its configuration.
     pub entry: Arc<ServerEntry>,
+    /// `http` or `https`: how to connect (the pool dials TLS for `https`).
+    pub scheme: http::uri::Scheme,
     /// `host:port` to connect to.
     pub authority: Authority,
     /// The `Host` header sent when the frontend does not pass the client's.
@@ -359,21 +362,17 @@ fn build_backend(
     let settings = PoolSettings {
         timeouts: entry.config.settings.timeouts,
         keep_alive: entry.config.settings.keep_alive,
+        tls: entry.config.settings.tls.clone(),
     };
     let upstream = match old.map(|old| &old.upstream) {
         Some(pool) if *pool.settings() == settings => pool.clone(),
-        _ => Upstream::new(settings),
+        _ => Upstream::new(&id, settings),
     };
     let old_stats: HashMap<&str, &Arc<ServerStats>> = old
         .map(|old| old.servers.iter().map(|s| (&*s.id, &s.stats)).collect())
         .unwrap_or_default();
     let mut ready = Vec::with_capacity(servers.len());
     for server in servers {
-        if server.target.scheme == Scheme::Https {
-            tracing::error!(backend = %id, server = %server.config.id,
-                "https servers are not supported yet; the server is left out");
-            continue;
-        }
         let authority = server.target.authority();
         let (Ok(parsed), Ok(host_header)) = (
             authority.parse::<Authority>(),
@@ -386,8 +385,13 @@ fn build_backend(
         let stats = old_stats
             .get(server.config.id.as_str())
             .map_or_else(Default::default, |stats| Arc::clone(stats));
+        let scheme = match server.target.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        };
         ready.push(ServerRuntime {
             id: Arc::from(server.config.id.as_str()),
+            scheme,
             entry: server,
             authority: parsed,
             host_header,

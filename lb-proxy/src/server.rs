@@ -1,11 +1,19 @@
-//! Accepting connections: HTTP/1.1 and h2c on each listening socket, connection limits,
-//! graceful shutdown.
+//! Accepting connections: HTTP/1.1 and h2c on each listening socket, HTTP/1.1 and h2 over
+//! TLS on https listeners, connection limits, graceful shutdown.
 //!
 //! A [`Server`] owns the accept loops. Listeners can be added and removed while it runs
 //! (`--listen` addresses at start, registry listeners as snapshots change); removing one
-//! stops its accept loop but lets its open connections finish. [`Server::shutdown`] stops
-//! every accept loop, asks every connection to finish its in-flight requests and close, and
-//! waits for them up to a deadline.
+//! stops its accept loop but lets its open connections finish. A listener serves TLS while
+//! it has a rustls configuration ([`Server::serve_with_tls`], [`ListenerHandle::set_tls`]):
+//! the configuration can be replaced (or removed) while it runs, taking effect for the next
+//! connection accepted. A TLS connection's handshake counts toward
+//! [`ConnectionLimits::max_connections`] and must finish, with the first request head,
+//! within [`ConnectionLimits::header_timeout`] of the accept; the connection is then served
+//! like a plain one (HTTP/2 when the client negotiated `h2` by ALPN), its requests marked as
+//! TLS (`X-Forwarded-Proto: https`).
+//!
+//! [`Server::shutdown`] stops every accept loop, asks every connection to finish its
+//! in-flight requests and close, and waits for them up to a deadline.
 //!
 //! [`ConnectionLimits`] bound what clients can hold: how many connections at once (over
 //! the limit the server stops accepting, as HAProxy's `maxconn` does), how long a request
@@ -26,10 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -181,6 +191,7 @@ impl AsyncWrite for CountedStream {
 pub struct ListenerHandle {
     local: SocketAddr,
     stop: watch::Sender<bool>,
+    tls: Arc<ArcSwapOption<ServerConfig>>,
 }
 
 impl ListenerHandle {
@@ -192,6 +203,17 @@ impl ListenerHandle {
     /// Stops accepting; open connections on it keep being served.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Serves TLS with `config` from the next accepted connection on, or plain HTTP with
+    /// `None`. Open connections keep what they started with.
+    pub fn set_tls(&self, config: Option<Arc<ServerConfig>>) {
+        self.tls.store(config);
+    }
+
+    /// Whether the listener serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.load().is_some()
     }
 }
 
@@ -227,9 +249,21 @@ impl Server {
         self.serve(listener)
     }
 
-    /// Serves an already bound listener.
+    /// Serves an already bound listener (plain HTTP).
     pub fn serve(&self, listener: TcpListener) -> io::Result<ListenerHandle> {
+        self.serve_with_tls(listener, None)
+    }
+
+    /// Serves an already bound listener, with TLS while it has a configuration (`tls`, then
+    /// [`ListenerHandle::set_tls`]).
+    pub fn serve_with_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> io::Result<ListenerHandle> {
         let local = listener.local_addr()?;
+        let tls = Arc::new(ArcSwapOption::new(tls));
+        let acceptor = Arc::clone(&tls);
         let (stop, mut stopped) = watch::channel(false);
         let mut shutdown = self.shutdown.subscribe();
         let proxy = Arc::clone(&self.proxy);
@@ -284,27 +318,36 @@ impl Server {
                         Some(slot)
                     }
                 };
+                // The header timeout runs from here: a slot's wait is not the client's.
+                let accepted = Instant::now();
                 let _ = stream.set_nodelay(true);
-                let conn = ConnInfo {
-                    client,
-                    local,
-                    tls: false,
-                };
                 let stream = CountedStream {
                     stream,
                     _open: OpenConnection::new(&open, slot),
                 };
-                tokio::spawn(serve_connection(
-                    TokioIo::new(stream),
-                    conn,
-                    Arc::clone(&proxy),
+                let proxy = Arc::clone(&proxy);
+                let shutdown = shutdown.clone();
+                // One atomic load per connection; a plain listener's is `None`.
+                let tls = acceptor.load_full();
+                let accepted = Accepted {
+                    conn: ConnInfo {
+                        client,
+                        local,
+                        tls: tls.is_some(),
+                    },
+                    proxy,
                     limits,
-                    shutdown.clone(),
-                ));
+                    shutdown,
+                    at: accepted,
+                };
+                match tls {
+                    None => tokio::spawn(serve_connection(TokioIo::new(stream), accepted)),
+                    Some(config) => tokio::spawn(serve_tls_connection(stream, config, accepted)),
+                };
             }
             tracing::debug!(%local, "listener stopped");
         });
-        Ok(ListenerHandle { local, stop })
+        Ok(ListenerHandle { local, stop, tls })
     }
 
     /// Stops accepting everywhere, lets in-flight requests finish, and waits until every
@@ -388,13 +431,61 @@ impl Drop for InFlight {
 
 // === One connection ===
 
-async fn serve_connection(
-    io: TokioIo<CountedStream>,
+/// An accepted connection's context: who it is, what serves it, and since when.
+struct Accepted {
     conn: ConnInfo,
     proxy: Arc<Proxy>,
     limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    /// When it was accepted (and got its slot): the first head's timeout runs from here.
+    at: Instant,
+}
+
+/// Runs the TLS handshake of an https listener's connection, then serves it. The handshake
+/// must finish within the header timeout of the accept (slowloris: a client that opens a
+/// connection and never finishes its hello holds a slot no longer than one that never sends
+/// a request head), and a shutdown abandons it.
+async fn serve_tls_connection(
+    stream: CountedStream,
+    config: Arc<ServerConfig>,
+    mut accepted: Accepted,
 ) {
+    let (conn, limits) = (accepted.conn, accepted.limits);
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let deadline = tokio::time::sleep_until(deadline_after(accepted.at, limits.header_timeout));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(client = %conn.client, %error, "TLS handshake failed");
+                return;
+            }
+        },
+        _ = deadline => {
+            tracing::debug!(
+                client = %conn.client,
+                "no TLS handshake within {:?}; closing", limits.header_timeout
+            );
+            return;
+        }
+        _ = signalled(&mut accepted.shutdown) => return,
+    };
+    serve_connection(TokioIo::new(stream), accepted).await;
+}
+
+/// Serves one client connection (plain, or TLS after its handshake) until it closes, it is
+/// idle too long, or the server shuts down.
+async fn serve_connection<I>(io: I, accepted: Accepted)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Accepted {
+        conn,
+        proxy,
+        limits,
+        mut shutdown,
+        at: accepted,
+    } = accepted;
     let activity = Arc::new(Activity::new());
     let track = Arc::clone(&activity);
     // Between HTTP/1 requests hyper's head timer runs (from the end of the previous
@@ -439,7 +530,7 @@ async fn serve_connection(
     // The first request must arrive within the header timeout of the accept, whatever the
     // client sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing,
     // which has no timeout of its own (slowloris).
-    let first_head = tokio::time::sleep(limits.header_timeout);
+    let first_head = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
     tokio::pin!(first_head);
     let mut waiting_for_first = true;
     let mut idle_checked = limits.idle_timeout.is_some();

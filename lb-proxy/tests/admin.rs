@@ -414,17 +414,29 @@ async fn waiting_for_the_apply_reports_the_snapshot_errors_of_the_key() {
 #[tokio::test]
 async fn host_private_keys_are_accepted_but_never_returned() {
     let proxy = Proxy::start().await;
-    let reply = post(&proxy, "/v2/hosts?wait=applied", json!({"Host": {"Name": "a.com", "Settings": {"KeyPair": {"Cert": "Y2VydA==", "Key": "c2VjcmV0"}}}})).await;
+    // A real keypair: hosts must hold PEM (tests/data/tls/).
+    let read = |name: &str| {
+        let path = format!("{}/tests/data/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::to_value(lb_core::config::Base64Bytes(std::fs::read(path).unwrap())).unwrap()
+    };
+    let (cert, key) = (read("other.pem"), read("other.key"));
+    let key_text = key.as_str().unwrap();
+    let reply = post(
+        &proxy,
+        "/v2/hosts?wait=applied",
+        json!({"Host": {"Name": "a.com", "Settings": {"KeyPair": {"Cert": cert, "Key": key}}}}),
+    )
+    .await;
     assert_eq!(reply.0, StatusCode::OK, "{}", reply.1);
     let (_, hosts) = admin_get(proxy.api(), "/v2/hosts").await;
     let (_, host) = admin_get(proxy.api(), "/v2/hosts/a.com").await;
     for answer in [&hosts, &host] {
         assert!(
-            !answer.to_string().contains("c2VjcmV0"),
+            !answer.to_string().contains(key_text),
             "the key leaked: {answer}"
         );
     }
-    assert_eq!(host["Settings"]["KeyPair"]["Cert"], "Y2VydA==");
+    assert_eq!(host["Settings"]["KeyPair"]["Cert"], cert);
 }
 
 #[tokio::test]

@@ -427,8 +427,22 @@ pub struct ListenerSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// vulcand's `TLSSettings`, for https listeners and backends.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// vulcand's `TLSSettings`, for https listeners and backends, plus our `RootCAs`.
+///
+/// What lbproxy does with each field (it speaks TLS 1.2 and 1.3 through rustls):
+///
+/// - `MinVersion`, `MaxVersion`: the versions offered. Empty means TLS 1.2 and 1.3. A
+///   minimum of `VersionTLS10` or `VersionTLS11` means TLS 1.2 (there is nothing older to
+///   offer); a maximum of `VersionTLS10` or `VersionTLS11` is rejected by validation, since
+///   it cannot be honoured, as is a minimum above the maximum.
+/// - `InsecureSkipVerify` (backends): accept any certificate from `https://` servers.
+/// - `RootCAs` (backends, ours): the CAs that verify `https://` servers instead of the
+///   system's trust store.
+/// - `PreferServerCipherSuites` (listeners): choose the cipher suite by the server's order.
+/// - `SessionTicketsDisabled` (listeners): send no session tickets.
+/// - `SessionCache` and `CipherSuites` are kept as written but not used: rustls's suites are
+///   all modern AEAD suites and its session cache is always on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSettings {
     /// Prefer the server's cipher suite order.
     #[serde(
@@ -463,6 +477,15 @@ pub struct TlsSettings {
     /// Cipher suite names; empty for the default.
     #[serde(rename = "CipherSuites", default, deserialize_with = "nullable")]
     pub cipher_suites: Vec<String>,
+    /// PEM certificates (base64 in JSON, as `KeyPair.Cert`) of the CAs that verify
+    /// `https://` servers, replacing the system's trust store (ours; backends only; Go's
+    /// `tls.Config.RootCAs`, Traefik's `rootCAs`). Empty for the system's trust store.
+    #[serde(
+        rename = "RootCAs",
+        default,
+        skip_serializing_if = "Base64Bytes::is_empty"
+    )]
+    pub root_cas: Base64Bytes,
 }
 
 // === Host ===
@@ -527,6 +550,13 @@ impl fmt::Debug for KeyPair {
 /// Bytes written as standard base64 in JSON (Go's `[]byte`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Base64Bytes(pub Vec<u8>);
+
+impl Base64Bytes {
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl Serialize for Base64Bytes {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {

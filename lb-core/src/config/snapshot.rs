@@ -1224,7 +1224,7 @@ fn validate_backend(config: Backend) -> Result<BackendEntry, String> {
     positive("Settings.Timeouts.TLSHandshake", timeouts.tls_handshake)?;
     positive("Settings.KeepAlive.Period", settings.keep_alive.period)?;
     if let Some(tls) = &settings.tls {
-        validate_tls("Settings.TLS", tls)?;
+        validate_tls("Settings.TLS", tls, TlsRole::Backend)?;
     }
     let balancer = balancer_config(settings)?;
     let health_check = settings
@@ -1387,7 +1387,7 @@ fn validate_listener(mut config: Listener) -> Result<ListenerEntry, String> {
         }
     }
     if let Some(tls) = config.settings.as_ref().and_then(|s| s.tls.as_ref()) {
-        validate_tls("Settings.TLS", tls)?;
+        validate_tls("Settings.TLS", tls, TlsRole::Listener)?;
     }
     let scope = if config.scope.is_empty() {
         None
@@ -1397,33 +1397,125 @@ fn validate_listener(mut config: Listener) -> Result<ListenerEntry, String> {
     Ok(ListenerEntry { config, scope, tls })
 }
 
-fn validate_tls(field: &str, tls: &super::model::TlsSettings) -> Result<(), String> {
-    for (name, version) in [
-        ("MinVersion", &tls.min_version),
-        ("MaxVersion", &tls.max_version),
+/// Which side of a connection a `TLS` setting configures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsRole {
+    /// A backend: the proxy is the client of `https://` servers.
+    Backend,
+    /// An https listener: the proxy is the server.
+    Listener,
+}
+
+/// The rank of a `MinVersion`/`MaxVersion` name (10 to 13); `None` for an unknown name.
+fn tls_version(name: &str) -> Option<u8> {
+    match name {
+        "VersionTLS10" => Some(10),
+        "VersionTLS11" => Some(11),
+        "VersionTLS12" => Some(12),
+        "VersionTLS13" => Some(13),
+        _ => None,
+    }
+}
+
+/// Checks a `TLS` object. lbproxy speaks TLS 1.2 and 1.3 only: a minimum below 1.2 means
+/// 1.2, but a maximum below 1.2 cannot be honoured and is an error rather than a surprise at
+/// the first handshake.
+fn validate_tls(field: &str, tls: &super::model::TlsSettings, role: TlsRole) -> Result<(), String> {
+    let mut versions = [12, 13];
+    for (name, version, slot) in [
+        ("MinVersion", &tls.min_version, 0),
+        ("MaxVersion", &tls.max_version, 1),
     ] {
-        if !matches!(
-            version.as_str(),
-            "" | "VersionTLS10" | "VersionTLS11" | "VersionTLS12" | "VersionTLS13"
-        ) {
+        if version.is_empty() {
+            continue;
+        }
+        let Some(rank) = tls_version(version) else {
             return Err(format!(
                 "{field}.{name} {version:?}: expected VersionTLS10, VersionTLS11, VersionTLS12 or VersionTLS13"
             ));
+        };
+        if name == "MaxVersion" && rank < 12 {
+            return Err(format!(
+                "{field}.{name} {version:?}: TLS 1.0 and 1.1 are not supported; the lowest \
+                 version is VersionTLS12"
+            ));
+        }
+        versions[slot] = rank.max(12);
+    }
+    if versions[0] > versions[1] {
+        return Err(format!(
+            "{field}.MinVersion {:?} is above {field}.MaxVersion {:?}",
+            tls.min_version, tls.max_version
+        ));
+    }
+    if !tls.root_cas.is_empty() {
+        if role == TlsRole::Listener {
+            return Err(format!(
+                "{field}.RootCAs: only backends verify certificates with RootCAs (listeners \
+                 do not verify client certificates)"
+            ));
+        }
+        let count =
+            pem_certificates(&tls.root_cas.0).map_err(|e| format!("{field}.RootCAs: {e}"))?;
+        if count == 0 {
+            return Err(format!("{field}.RootCAs: no PEM CERTIFICATE block"));
         }
     }
     Ok(())
 }
 
+/// Checks a host's keypair as far as can be done without cryptography: the certificate
+/// chain and the private key are PEM blocks of the right kinds holding DER. Whether the key
+/// matches the certificate is checked by the proxy when it loads the pair.
 fn validate_host(config: &Host) -> Result<(), String> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
     match &config.settings.key_pair {
         Some(pair) if pair.cert.0.is_empty() || pair.key.0.is_empty() => {
             Err("Settings.KeyPair needs both Cert and Key".to_owned())
         }
+        Some(pair) => {
+            let count = pem_certificates(&pair.cert.0)
+                .map_err(|e| format!("Settings.KeyPair.Cert: {e}"))?;
+            if count == 0 {
+                return Err("Settings.KeyPair.Cert: no PEM CERTIFICATE block".to_owned());
+            }
+            // The key's own bytes never go into a message: only what kind of problem it is.
+            match PrivateKeyDer::from_pem_slice(&pair.key.0) {
+                Ok(key) if key.secret_der().first() == Some(&DER_SEQUENCE) => Ok(()),
+                Ok(_) => Err("Settings.KeyPair.Key: the PEM private key is not DER".to_owned()),
+                Err(rustls_pki_types::pem::Error::NoItemsFound) => Err(
+                    "Settings.KeyPair.Key: no PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE \
+                     KEY block"
+                        .to_owned(),
+                ),
+                Err(_) => Err("Settings.KeyPair.Key: malformed PEM".to_owned()),
+            }
+        }
         None if config.settings.default => {
             Err("Settings.Default is set but there is no KeyPair".to_owned())
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// The first byte of DER's SEQUENCE, which certificates and private keys are.
+const DER_SEQUENCE: u8 = 0x30;
+
+/// How many PEM `CERTIFICATE` blocks `pem` holds (other blocks are skipped), or what is
+/// wrong with them.
+fn pem_certificates(pem: &[u8]) -> Result<usize, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("malformed PEM: {e}"))?;
+        count += 1;
+        if cert.first() != Some(&DER_SEQUENCE) {
+            return Err(format!("certificate {count} is not DER"));
+        }
+    }
+    Ok(count)
 }
 
 /// Whether `s` is a non-empty HTTP token (cookie and header names).
@@ -1431,4 +1523,131 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::config::model::{Base64Bytes, HostSettings, KeyPair, TlsSettings};
+
+    /// PEM framing around the smallest DER value (an empty SEQUENCE): structurally valid.
+    fn pem(label: &str) -> Vec<u8> {
+        format!("-----BEGIN {label}-----\nMAA=\n-----END {label}-----\n").into_bytes()
+    }
+
+    fn tls(min: &str, max: &str) -> TlsSettings {
+        TlsSettings {
+            min_version: min.to_owned(),
+            max_version: max.to_owned(),
+            ..TlsSettings::default()
+        }
+    }
+
+    fn host(cert: Vec<u8>, key: Vec<u8>) -> Host {
+        Host {
+            name: "a.test".to_owned(),
+            settings: HostSettings {
+                default: true,
+                key_pair: Some(KeyPair {
+                    cert: Base64Bytes(cert),
+                    key: Base64Bytes(key),
+                }),
+                ocsp: None,
+            },
+        }
+    }
+
+    #[test]
+    fn versions_below_tls12_are_a_floor_but_never_a_ceiling() {
+        for (min, max) in [
+            ("", ""),
+            ("VersionTLS10", ""),
+            ("VersionTLS11", "VersionTLS12"),
+            ("VersionTLS12", "VersionTLS13"),
+            ("VersionTLS13", ""),
+        ] {
+            assert_eq!(
+                validate_tls("Settings.TLS", &tls(min, max), TlsRole::Backend),
+                Ok(()),
+                "{min} {max}"
+            );
+        }
+        let error =
+            validate_tls("Settings.TLS", &tls("", "VersionTLS11"), TlsRole::Listener).unwrap_err();
+        assert!(
+            error.starts_with("Settings.TLS.MaxVersion \"VersionTLS11\""),
+            "{error}"
+        );
+        let error = validate_tls(
+            "Settings.TLS",
+            &tls("VersionTLS13", "VersionTLS12"),
+            TlsRole::Backend,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("MinVersion \"VersionTLS13\" is above"),
+            "{error}"
+        );
+        let error = validate_tls("Settings.TLS", &tls("SSLv3", ""), TlsRole::Backend).unwrap_err();
+        assert!(
+            error.starts_with("Settings.TLS.MinVersion \"SSLv3\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn root_cas_must_be_pem_certificates_and_only_on_backends() {
+        let mut settings = TlsSettings {
+            root_cas: Base64Bytes(pem("CERTIFICATE")),
+            ..TlsSettings::default()
+        };
+        assert_eq!(
+            validate_tls("Settings.TLS", &settings, TlsRole::Backend),
+            Ok(())
+        );
+        let error = validate_tls("Settings.TLS", &settings, TlsRole::Listener).unwrap_err();
+        assert!(error.starts_with("Settings.TLS.RootCAs"), "{error}");
+        for (bad, expected) in [
+            (b"not pem at all".to_vec(), "no PEM CERTIFICATE block"),
+            (pem("PRIVATE KEY"), "no PEM CERTIFICATE block"),
+            (
+                b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n".to_vec(),
+                "malformed PEM",
+            ),
+            (
+                b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n".to_vec(),
+                "certificate 1 is not DER",
+            ),
+        ] {
+            settings.root_cas = Base64Bytes(bad);
+            let error = validate_tls("Settings.TLS", &settings, TlsRole::Backend).unwrap_err();
+            assert!(error.starts_with("Settings.TLS.RootCAs: "), "{error}");
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn key_pairs_must_be_pem_and_errors_never_show_the_key() {
+        assert_eq!(
+            validate_host(&host(pem("CERTIFICATE"), pem("PRIVATE KEY"))),
+            Ok(())
+        );
+        assert_eq!(
+            validate_host(&host(pem("CERTIFICATE"), pem("EC PRIVATE KEY"))),
+            Ok(())
+        );
+        assert_eq!(
+            validate_host(&host(pem("CERTIFICATE"), pem("RSA PRIVATE KEY"))),
+            Ok(())
+        );
+        let error = validate_host(&host(b"cert".to_vec(), pem("PRIVATE KEY"))).unwrap_err();
+        assert!(error.starts_with("Settings.KeyPair.Cert: "), "{error}");
+        // A certificate where the key belongs, and a key that is not PEM.
+        let error = validate_host(&host(pem("CERTIFICATE"), pem("CERTIFICATE"))).unwrap_err();
+        assert!(error.starts_with("Settings.KeyPair.Key: no PEM"), "{error}");
+        let secret = b"-----BEGIN PRIVATE KEY-----\nTOPSECRET\n-----END PRIVATE KEY-----\n";
+        let error = validate_host(&host(pem("CERTIFICATE"), secret.to_vec())).unwrap_err();
+        assert!(error.starts_with("Settings.KeyPair.Key: "), "{error}");
+        assert!(!error.contains("TOPSECRET"), "{error}");
+    }
 }

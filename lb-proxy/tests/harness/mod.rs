@@ -292,6 +292,25 @@ impl Proxy {
         Proxy { app, registry }
     }
 
+    /// Starts a proxy with an empty registry whose data path holds clients to `limits`.
+    pub async fn start_with_limits(limits: lb_proxy::server::ConnectionLimits) -> Proxy {
+        let registry = Arc::new(MemoryRegistry::new());
+        let app = App::start_with_limits(
+            Options {
+                registry: RegistrySource::Registry(Arc::clone(&registry) as Arc<dyn Registry>),
+                listen: vec!["127.0.0.1:0".parse().expect("address")],
+                api: Some("127.0.0.1:0".parse().expect("address")),
+                api_token: None,
+                applier: ApplierConfig::default(),
+                middleware_types: lb_middleware::Types::builtin(),
+            },
+            limits,
+        )
+        .await
+        .expect("the proxy starts");
+        Proxy { app, registry }
+    }
+
     /// Starts a proxy with an empty registry whose admin API needs `token`
     /// (`--api-token`).
     pub async fn start_with_api_token(token: &str) -> Proxy {
@@ -330,6 +349,13 @@ impl Proxy {
             .put(key, Bytes::from(value.to_string()), None)
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e}"))
+    }
+
+    /// Writes one key and waits until the proxy applied it; returns its revision.
+    pub async fn put_applied(&self, key: &str, value: &Value) -> u64 {
+        let revision = self.put(key, value).await;
+        self.wait_applied(revision).await;
+        revision
     }
 
     /// Deletes one key; returns the registry revision of the delete.
@@ -440,6 +466,18 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        Client { sender }
+    }
+
+    /// An HTTP/1.1 client over a connection already open (a TLS stream, say).
+    pub async fn over<I>(io: I) -> Client
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .expect("HTTP/1.1 handshake");
         tokio::spawn(connection);
