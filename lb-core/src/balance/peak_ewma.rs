@@ -307,21 +307,7 @@ mod tests {
     /// plain formula on seeded random loads, many of them near ties.
     #[test]
     fn cheaper_than_without_exp_agrees_with_the_exp_formula() {
-        let exact = |a: Load, b: Load| {
-            let gap = a.age_ns.abs_diff(b.age_ns);
-            let w = decay_weight(gap, DECAY);
-            let x = if a.age_ns > b.age_ns {
-                a.undecayed * w
-            } else {
-                a.undecayed
-            };
-            let y = if b.age_ns > a.age_ns {
-                b.undecayed * w
-            } else {
-                b.undecayed
-            };
-            x < y
-        };
+        let exact = |a: Load, b: Load| a.cheaper_than_exactly(b, DECAY);
         let mut rng = crate::balance::rng::LocalRng::new(0x5eed);
         let mut unequal_ages = 0;
         for i in 0..200_000u32 {
