@@ -306,6 +306,7 @@ impl Applier {
         let (snapshot, diff) = SnapshotBuilder::new()
             .strict(self.config.strict)
             .middleware_types(&self.types)
+            .key_pairs(&key_pair_matches)
             .update(previous, revision, tree, &changed);
         let snapshot = Arc::new(snapshot);
         let runtime = Arc::new(old.update(
@@ -443,11 +444,19 @@ where
 {
     let mut builder = SnapshotBuilder::new()
         .strict(strict)
-        .middleware_types(types);
+        .middleware_types(types)
+        .key_pairs(&key_pair_matches);
     if let Some(previous) = previous {
         builder = builder.previous(previous);
     }
     builder.build(revision, entries)
+}
+
+/// Whether a host's private key belongs to its certificate (rustls's check), so that a
+/// mismatched pair is an error on its key everywhere a snapshot is built: the applier,
+/// the admin API's check of a write (400) and `lbctl validate`.
+fn key_pair_matches(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    crate::tls::certified_key(cert, key).map(|_| ())
 }
 
 /// What the health checker needs to know about a backend: its servers only when it has a

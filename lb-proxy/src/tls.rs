@@ -31,9 +31,11 @@
 //! SNI, or a name no host has, gets the host with `"Default": true`, and without one the
 //! handshake fails. The map is replaced whole when the applied snapshot's hosts change, so
 //! the next handshake sees the new certificates while open connections keep theirs. A host
-//! whose keypair cannot be loaded (the key does not match the certificate, an unsupported
-//! key type) is logged as an error naming `hosts/<name>/host` and left out, or keeps its
-//! last good keypair if it had one; lb-core has already rejected keypairs that are not PEM.
+//! whose keypair is not PEM or whose key does not match its certificate never gets here:
+//! the snapshot builder rejects it with an error on `hosts/<name>/host` (lb-core checks the
+//! PEM, and lbproxy plugs [`certified_key`] in as its key-pair check), so a new such host is
+//! absent and a changed one keeps its last good version. Anything rustls still refuses when
+//! loading is logged as an error naming the key and left out the same way.
 //! Listeners offer ALPN `h2` and `http/1.1`, as vulcand's did.
 //! `PreferServerCipherSuites` and `SessionTicketsDisabled` apply to listeners; `CipherSuites`
 //! and `SessionCache` are not used (see [`TlsSettings`]).

@@ -644,14 +644,31 @@ async fn bad_keypairs_are_reported_and_leave_the_other_hosts_working() {
         "{errors:?}"
     );
 
-    // PEM whose key does not match the certificate: left out (the default is served for
-    // its name), the other hosts are unaffected.
-    proxy
-        .put_applied(
-            "hosts/bad.test/host",
-            &host_with("bad.test", "other.pem", "selfsigned.key", false),
-        )
-        .await;
+    // PEM whose key does not match the certificate: refused by the admin API, and an error
+    // on its key when written directly; left out (the default is served for its name), the
+    // other hosts are unaffected.
+    let mismatched = host_with("bad.test", "other.pem", "selfsigned.key", false);
+    let (status, answer) = admin_send(
+        proxy.api(),
+        Method::POST,
+        "/v2/hosts",
+        Some(&json!({"Host": mismatched})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("does not match the certificate"),
+        "{answer}"
+    );
+    proxy.put_applied("hosts/bad.test/host", &mismatched).await;
+    let errors = proxy.config_errors();
+    assert!(
+        errors.iter().any(|e| e.key == "hosts/bad.test/host"
+            && e.message.contains("does not match the certificate")),
+        "{errors:?}"
+    );
     assert_eq!(sni(Some("bad.test")).served(addr).await, der("localhost"));
     assert_eq!(sni(Some("other.test")).served(addr).await, der("other"));
     // A good host replaced by a bad keypair keeps serving its last good one.
@@ -661,6 +678,13 @@ async fn bad_keypairs_are_reported_and_leave_the_other_hosts_working() {
             &host_with("other.test", "other.pem", "localhost.key", false),
         )
         .await;
+    let errors = proxy.config_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.key == "hosts/other.test/host" && e.kept_last_good),
+        "{errors:?}"
+    );
     assert_eq!(sni(Some("other.test")).served(addr).await, der("other"));
     let tls = sni(Some("other.test"))
         .connect(addr)

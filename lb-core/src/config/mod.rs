@@ -60,7 +60,7 @@ pub use model::{
     Timeouts, TlsSettings, decode,
 };
 pub use snapshot::{
-    AnyMiddlewareType, BackendEntry, ConfigError, FrontendEntry, HostEntry, ListenerEntry,
-    MiddlewareEntry, MiddlewareTypes, ObjectKey, Scheme, ServerEntry, Severity, Snapshot,
-    SnapshotBuilder, Target,
+    AnyMiddlewareType, BackendEntry, ConfigError, FrontendEntry, HostEntry, KeyPairCheck,
+    ListenerEntry, MiddlewareEntry, MiddlewareTypes, ObjectKey, Scheme, ServerEntry, Severity,
+    Snapshot, SnapshotBuilder, Target,
 };

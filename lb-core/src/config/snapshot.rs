@@ -632,7 +632,13 @@ pub struct SnapshotBuilder<'a> {
     strict: bool,
     types: &'a dyn MiddlewareTypes,
     previous: Option<&'a Snapshot>,
+    key_pairs: Option<&'a KeyPairCheck>,
 }
+
+/// A check of a host's key pair beyond its PEM shape (which the builder checks itself):
+/// `(cert, key)` → whether the key belongs to the certificate, as an error naming the field.
+/// lb-core has no cryptography; lb-proxy plugs in rustls's check.
+pub type KeyPairCheck = dyn Fn(&[u8], &[u8]) -> Result<(), String> + Sync;
 
 impl Default for SnapshotBuilder<'_> {
     fn default() -> Self {
@@ -656,6 +662,7 @@ impl<'a> SnapshotBuilder<'a> {
             strict: false,
             types: &AnyMiddlewareType,
             previous: None,
+            key_pairs: None,
         }
     }
 
@@ -668,6 +675,12 @@ impl<'a> SnapshotBuilder<'a> {
     /// Checks middlewares with `types` (lb-middleware's type registry).
     pub fn middleware_types(mut self, types: &'a dyn MiddlewareTypes) -> Self {
         self.types = types;
+        self
+    }
+
+    /// Checks each host's key pair with `check` too (see [`KeyPairCheck`]).
+    pub fn key_pairs(mut self, check: &'a KeyPairCheck) -> Self {
+        self.key_pairs = Some(check);
         self
     }
 
@@ -1020,6 +1033,9 @@ impl<'b, 'a> Build<'b, 'a> {
         let result = self.decode::<Host>(key, json).and_then(|mut config| {
             config.name = name.to_owned();
             validate_host(&config)?;
+            if let (Some(check), Some(pair)) = (self.builder.key_pairs, &config.settings.key_pair) {
+                check(&pair.cert.0, &pair.key.0)?;
+            }
             Ok(HostEntry { config })
         });
         let previous = self.builder.previous.and_then(|p| p.host(name));
@@ -1649,5 +1665,21 @@ mod tls_tests {
         let error = validate_host(&host(pem("CERTIFICATE"), secret.to_vec())).unwrap_err();
         assert!(error.starts_with("Settings.KeyPair.Key: "), "{error}");
         assert!(!error.contains("TOPSECRET"), "{error}");
+    }
+
+    #[test]
+    fn the_key_pair_check_rejects_a_host_on_its_key() {
+        let json = serde_json::to_vec(&host(pem("CERTIFICATE"), pem("PRIVATE KEY"))).unwrap();
+        let tree = [("hosts/a.test/host", json.as_slice())];
+        let refuse = |_: &[u8], _: &[u8]| Err("Settings.KeyPair: no match".to_owned());
+        let snapshot = SnapshotBuilder::new().key_pairs(&refuse).build(1, tree);
+        assert!(snapshot.host("a.test").is_none());
+        let errors = snapshot.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "hosts/a.test/host");
+        assert!(errors[0].message.contains("no match"), "{errors:?}");
+        let accept = |_: &[u8], _: &[u8]| Ok(());
+        let snapshot = SnapshotBuilder::new().key_pairs(&accept).build(1, tree);
+        assert!(snapshot.host("a.test").is_some());
     }
 }
