@@ -318,12 +318,7 @@ impl Applier {
             Instant::now(),
         ));
         self.proxy.store(Arc::clone(&runtime));
-        let mut touched = BTreeSet::new();
-        for key in diff.keys() {
-            if let ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } = key {
-                touched.insert(id.as_str());
-            }
-        }
+        let touched: BTreeSet<&str> = diff.keys().filter_map(ObjectKey::backend_id).collect();
         let (present, removed): (Vec<&str>, Vec<&str>) = touched
             .into_iter()
             .partition(|id| runtime.backend(id).is_some());

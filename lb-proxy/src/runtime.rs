@@ -159,19 +159,9 @@ impl Runtime {
         hostname: &HeaderValue,
         now: Instant,
     ) -> Runtime {
-        let mut backends = BTreeSet::new();
-        let mut frontends = BTreeSet::new();
-        for key in diff.keys() {
-            match key {
-                ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } => {
-                    backends.insert(id.as_str());
-                }
-                ObjectKey::Frontend(id) | ObjectKey::Middleware { frontend: id, .. } => {
-                    frontends.insert(id.as_str());
-                }
-                ObjectKey::Host(_) | ObjectKey::Listener(_) => {}
-            }
-        }
+        let backends: BTreeSet<&str> = diff.keys().filter_map(ObjectKey::backend_id).collect();
+        let mut frontends: BTreeSet<&str> =
+            diff.keys().filter_map(ObjectKey::frontend_id).collect();
         let mut next = Compile {
             old: self,
             store,

@@ -108,6 +108,22 @@ impl ObjectKey {
             ObjectKey::Server { .. } => "server",
         }
     }
+
+    /// The backend the object belongs to: a backend's own id, a server's backend.
+    pub fn backend_id(&self) -> Option<&str> {
+        match self {
+            ObjectKey::Backend(id) | ObjectKey::Server { backend: id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The frontend the object belongs to: a frontend's own id, a middleware's frontend.
+    pub fn frontend_id(&self) -> Option<&str> {
+        match self {
+            ObjectKey::Frontend(id) | ObjectKey::Middleware { frontend: id, .. } => Some(id),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for ObjectKey {
