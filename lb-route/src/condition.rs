@@ -8,6 +8,7 @@ use crate::captures::Captures;
 use crate::cidr::Cidr;
 use crate::pattern::Pattern;
 use crate::request::RequestView;
+use crate::simple_regexp::RouteRegexp;
 
 /// More alternatives than this and an expression is kept whole (see [`alternatives`]).
 const MAX_ALTERNATIVES: usize = 64;
@@ -17,16 +18,16 @@ const MAX_ALTERNATIVES: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) enum Cond {
     Host(Pattern),
-    HostRegexp(Regexp),
+    HostRegexp(RouteRegexp),
     Path(Pattern),
     PathPrefix(Pattern),
-    PathRegexp(Regexp),
+    PathRegexp(RouteRegexp),
     Method(Pattern),
-    MethodRegexp(Regexp),
+    MethodRegexp(RouteRegexp),
     Header(Box<str>, Pattern),
-    HeaderRegexp(Box<str>, Regexp),
+    HeaderRegexp(Box<str>, RouteRegexp),
     Query(Box<str>, Box<str>),
-    QueryRegexp(Box<str>, Regexp),
+    QueryRegexp(Box<str>, RouteRegexp),
     ClientIp(Cidr),
     Not(Box<Cond>),
     And(Vec<Cond>),
@@ -59,16 +60,18 @@ impl Cond {
     fn from_matcher(m: &Matcher) -> Self {
         match m {
             Matcher::Host(p) => Self::Host(p.to_lowercase_literals()),
-            Matcher::HostRegexp(r) => Self::HostRegexp(r.clone()),
+            Matcher::HostRegexp(r) => Self::HostRegexp(RouteRegexp::new(r)),
             Matcher::Path(p) => Self::Path(p.clone()),
             Matcher::PathPrefix(p) => Self::PathPrefix(p.clone()),
-            Matcher::PathRegexp(r) => Self::PathRegexp(r.clone()),
+            Matcher::PathRegexp(r) => Self::PathRegexp(RouteRegexp::new(r)),
             Matcher::Method(p) => Self::Method(p.clone()),
-            Matcher::MethodRegexp(r) => Self::MethodRegexp(r.clone()),
+            Matcher::MethodRegexp(r) => Self::MethodRegexp(RouteRegexp::new(r)),
             Matcher::Header(n, p) => Self::Header(lower(n.as_str()), p.clone()),
-            Matcher::HeaderRegexp(n, r) => Self::HeaderRegexp(lower(n.as_str()), r.clone()),
+            Matcher::HeaderRegexp(n, r) => {
+                Self::HeaderRegexp(lower(n.as_str()), RouteRegexp::new(r))
+            }
             Matcher::Query(n, v) => Self::Query(n.as_str().into(), v.as_str().into()),
-            Matcher::QueryRegexp(n, r) => Self::QueryRegexp(n.as_str().into(), r.clone()),
+            Matcher::QueryRegexp(n, r) => Self::QueryRegexp(n.as_str().into(), RouteRegexp::new(r)),
             Matcher::ClientIp(c) => Self::ClientIp(*c),
         }
     }
@@ -250,7 +253,7 @@ fn keyed(mut conj: Vec<Cond>) -> Alternative {
         _ => conj
             .iter()
             .filter_map(|c| match c {
-                Cond::PathRegexp(r) => anchored_literal_prefix(r),
+                Cond::PathRegexp(r) => anchored_literal_prefix(r.regexp()),
                 _ => None,
             })
             .max_by_key(|p| p.len())

@@ -157,13 +157,20 @@
 //!
 //! # Performance
 //!
-//! The router files each route under its host (a hash map of exact hosts, a short list of
-//! host patterns, and an any-host group), then under its path (a hash map of literal paths,
-//! a radix trie of patterns and prefixes, and anchored regexps under their literal prefix).
-//! Lists are kept best first, so a lookup stops at the first candidate that cannot win. A
-//! lookup allocates nothing unless a route has more than four placeholders or a
-//! `QueryRegexp` must percent-decode a value. [`LinearRouter`] is the reference that checks
-//! every route in priority order; the `route_match` benchmark compares the two.
+//! Routes of the commonest shape, an exact `Host` and a literal `Path`, go into one flat hash
+//! table keyed by (host, path): such a lookup costs one hash and one cache miss however many
+//! routes there are. The router files every other route under its host (a hash map of exact
+//! hosts, a short list of host patterns, and an any-host group), then under its path (a hash
+//! map of literal paths, a radix trie of patterns and prefixes, and anchored regexps under
+//! their literal prefix). Lists are kept best first, so a lookup stops at the first
+//! candidate that cannot win, and it skips the host groups altogether when a literal hit
+//! outranks everything filed there. Regexps of the common shape (`^`, literal text, at most
+//! one repeated character class, literal text, `$`, as in `^/v1/users/[0-9]+$`) are
+//! matched by hand, without the regex engine's per-regexp caches, which are cold when there
+//! are hundreds of regexp routes. A lookup allocates nothing unless a route has more than
+//! four placeholders or a `QueryRegexp` must percent-decode a value. [`LinearRouter`] is
+//! the reference that checks every route in priority order; the `route_match` benchmark
+//! compares the two.
 //!
 //! To route your own request type, implement [`RequestView`].
 
@@ -177,10 +184,13 @@ mod error;
 pub mod go_string;
 mod lexer;
 pub mod linear;
+mod literal_table;
 mod parser;
 mod pattern;
 mod request;
 mod router;
+mod simple_regexp;
+mod swar;
 mod trie;
 
 pub use ast::{Expr, MATCHER_NAMES, Matcher, Name, Regexp, quote};

@@ -4,15 +4,19 @@
 //! alternative is filed under its index key:
 //!
 //! ```text
+//! exact host + literal path ──► one flat (host, path) table ──► candidates ──► residual checks
 //! exact host ──► hash map ──► path trie ──► candidates ──► residual checks
 //! host pattern (`<x>.example.com`) ──► short list, each with its own path trie
 //! no host / HostRegexp ──► one "any host" path trie
 //! no Path/PathPrefix ──► a per-host list checked after the trie
 //! ```
 //!
-//! A lookup visits the request host's group, then host-pattern groups and the any-host group
-//! only when they hold something that could outrank what was already found. Candidate lists
-//! are kept sorted best first, so a list is abandoned at its first entry that cannot win.
+//! A lookup probes the flat table first (one cache miss for the commonest route shape, see
+//! `literal_table.rs`), then visits the request host's group, host-pattern groups and
+//! the any-host group only when they hold something that could outrank what was already
+//! found: the router keeps the best score outside the flat table, so a literal hit that
+//! beats it ends the lookup. Candidate lists are kept sorted best first, so a list is
+//! abandoned at its first entry that cannot win.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,16 +28,21 @@ use crate::ast::Expr;
 use crate::captures::Captures;
 use crate::condition::{Alternative, Cond, Ctx, HostKey, PathKey, alternatives, score};
 use crate::error::ParseError;
+use crate::literal_table::{self, LiteralTable};
 use crate::pattern::{Pattern, Piece};
 use crate::request::{RequestView, strip_port};
 use crate::trie::{Anchor, Node};
 
-/// Index of an alternative in the router's slab.
-type EntryId = u32;
-
 /// A literal path as a hash-map key: paths up to this many bytes are stored inline, so a
 /// lookup compares them without chasing a pointer.
 type PathBytes = SmallVec<[u8; 48]>;
+
+/// The alternatives filed under one key, best first. Almost always one, kept inline.
+type Cands = SmallVec<[Cand; 1]>;
+
+/// An alternative's conditions left to check once its index key matched. Shared by every
+/// clone of a router; the first condition lives in the `Arc`'s own allocation.
+type Residual = SmallVec<[Cond; 1]>;
 
 /// Hosts longer than this are lowercased on the heap instead of the stack (DNS names are at
 /// most 253 bytes, so only garbage pays).
@@ -60,8 +69,11 @@ pub struct Router<T> {
     routes: Vec<Option<Route<T>>>,
     infos: Vec<Option<Arc<RouteInfo>>>,
     free_routes: Vec<usize>,
-    alts: Vec<Option<Arc<Entry>>>,
-    free_alts: Vec<EntryId>,
+    /// `Host("literal") && Path("/literal")` alternatives, keyed by (lowercased host, path).
+    literal: LiteralTable<Cands>,
+    /// The scores of every alternative outside `literal`: a literal hit that beats their
+    /// maximum is the answer.
+    others: Scores,
     /// Keyed by the lowercased literal host.
     exact_hosts: FxHashMap<Arc<str>, Arc<Group>>,
     host_patterns: Vec<(Pattern, Arc<Group>)>,
@@ -94,38 +106,41 @@ struct Route<T> {
 struct RouteInfo {
     priority: i32,
     expr: Expr,
-    alts: Vec<EntryId>,
+    /// Where each alternative is filed, for removal.
+    alts: Vec<Entry>,
 }
 
+/// Where one alternative of a route is filed.
 #[derive(Debug, Clone)]
 struct Entry {
-    route: usize,
+    host: HostKey,
+    path: PathKey,
     score: u64,
-    /// Position among its route's alternatives: the first alternative written supplies the
-    /// captures when several alternatives of one route match with the same score.
     ordinal: u32,
-    alt: Alternative,
 }
 
 /// What an index list holds for each alternative: enough to rank it and, when it has no
-/// residual condition, to accept it without touching the alternative itself. Keeping this
-/// inline in the lists saves two cache misses per lookup on large tables.
-#[derive(Debug, Clone, Copy)]
+/// residual condition, to accept it without reading anything else. Its residual conditions
+/// are one pointer away (reaching them through a table of alternatives cost two more cache
+/// misses per regexp route checked).
+#[derive(Debug, Clone)]
 struct Cand {
     score: u64,
-    alt: EntryId,
     route: u32,
+    /// Position among its route's alternatives: the first alternative written supplies the
+    /// captures when several alternatives of one route match with the same score. With
+    /// `route`, it identifies the alternative.
     ordinal: u32,
-    /// Whether residual conditions must be evaluated.
-    checks: bool,
+    residual: Option<Arc<Residual>>,
 }
 
 /// All alternatives filed under one host key, split three ways by their path key.
 #[derive(Debug, Clone, Default)]
 struct Group {
     /// `Path("...")` without placeholders, by path: one hash probe finds them, however many
-    /// routes the host has.
-    literal: FxHashMap<PathBytes, SmallVec<[Cand; 1]>>,
+    /// routes the host has. Empty in exact-host groups: those alternatives are in the
+    /// router's flat table.
+    literal: FxHashMap<PathBytes, Cands>,
     /// `Path` with placeholders and `PathPrefix`.
     trie: Node<Cand>,
     /// No `Path`/`PathPrefix`: checked one by one (best first) when they could still win.
@@ -175,8 +190,8 @@ impl<T> Router<T> {
             routes: Vec::new(),
             infos: Vec::new(),
             free_routes: Vec::new(),
-            alts: Vec::new(),
-            free_alts: Vec::new(),
+            literal: LiteralTable::default(),
+            others: Scores::default(),
             exact_hosts: FxHashMap::default(),
             host_patterns: Vec::new(),
             any_host: Arc::default(),
@@ -223,20 +238,33 @@ impl<T> Router<T> {
             value,
         });
         self.ids.insert(id, slot);
-        let mut alt_ids = Vec::new();
+        let mut entries = Vec::new();
         for (ordinal, alt) in alternatives(&cond).into_iter().enumerate() {
+            let Alternative {
+                host,
+                path,
+                residual,
+                specificity,
+            } = alt;
             let entry = Entry {
-                route: slot,
-                score: score(priority, alt.specificity),
+                host,
+                path,
+                score: score(priority, specificity),
                 ordinal: ordinal as u32,
-                alt,
             };
-            alt_ids.push(self.file(entry));
+            let cand = Cand {
+                score: entry.score,
+                route: slot as u32,
+                ordinal: entry.ordinal,
+                residual: (!residual.is_empty()).then(|| Arc::new(SmallVec::from_vec(residual))),
+            };
+            self.file(&entry, cand);
+            entries.push(entry);
         }
         self.infos[slot] = Some(Arc::new(RouteInfo {
             priority,
             expr,
-            alts: alt_ids,
+            alts: entries,
         }));
         old
     }
@@ -247,8 +275,8 @@ impl<T> Router<T> {
         let route = self.routes[slot].take()?;
         self.free_routes.push(slot);
         let info = self.infos[slot].take();
-        for &alt_id in info.as_ref().map_or(&[][..], |i| &i.alts) {
-            self.unfile(alt_id);
+        for entry in info.as_ref().map_or(&[][..], |i| &i.alts) {
+            self.unfile(slot as u32, entry);
         }
         Some(route.value)
     }
@@ -322,6 +350,25 @@ impl<T> Router<T> {
             "" => "/",
             p => p,
         };
+        let literal = self.literal.get(
+            literal_table::hash(host_lower.as_bytes(), path.as_bytes()),
+            host_lower.as_bytes(),
+            path.as_bytes(),
+        );
+        // The commonest case, decided without evaluating anything: the best literal
+        // candidate has no residual condition and outranks everything outside the table.
+        if let Some(first) = literal.and_then(|cands| cands.first())
+            && first.residual.is_none()
+            && self.others.max.is_none_or(|max| first.score > max)
+        {
+            let best = Best {
+                score: first.score,
+                ordinal: first.ordinal,
+                route: first.route,
+            };
+            return Some((best, Captures::new()));
+        }
+
         let ctx = Ctx {
             req,
             host,
@@ -333,6 +380,12 @@ impl<T> Router<T> {
             caps: Captures::new(),
         };
         let mut caps = Captures::new();
+        if let Some(cands) = literal {
+            self.consider(cands, &ctx, &mut caps, &mut found);
+        }
+        if !could_win(self.others.max, &found.best) {
+            return Some((found.best?, found.caps));
+        }
 
         if let Some(group) = self.exact_hosts.get(host_lower) {
             self.search_group(group, &ctx, &mut caps, &mut found);
@@ -392,10 +445,10 @@ impl<T> Router<T> {
                 return;
             }
             let mark = caps.len();
-            let accepted = !cand.checks
-                || self.alts[cand.alt as usize]
-                    .as_ref()
-                    .is_some_and(|e| e.alt.residual.iter().all(|c| c.eval(ctx, caps)));
+            let accepted = match &cand.residual {
+                None => true,
+                Some(residual) => residual.iter().all(|c| c.eval(ctx, caps)),
+            };
             if accepted {
                 found.best = Some(Best {
                     score: cand.score,
@@ -428,27 +481,27 @@ impl<T> Router<T> {
 
     // --- filing alternatives in the index ---
 
-    fn file(&mut self, entry: Entry) -> EntryId {
-        let id = match self.free_alts.pop() {
-            Some(id) => id,
-            None => {
-                self.alts.push(None);
-                (self.alts.len() - 1) as EntryId
-            }
-        };
-        let cand = Cand {
-            score: entry.score,
-            alt: id,
-            route: entry.route as u32,
-            ordinal: entry.ordinal,
-            checks: !entry.alt.residual.is_empty(),
-        };
-        let (host, path) = (entry.alt.host.clone(), entry.alt.path.clone());
-        self.alts[id as usize] = Some(Arc::new(entry));
+    fn file(&mut self, entry: &Entry, cand: Cand) {
+        let (host, path) = (&entry.host, &entry.path);
+        if let Some((h, p)) = literal_key(host, path) {
+            let (h, p) = (h.as_bytes(), p.as_bytes());
+            let at = self
+                .literal
+                .get(literal_table::hash(h, p), h, p)
+                .map_or(0, |list| {
+                    list.partition_point(|c| self.ranks_before(c, &cand))
+                });
+            self.literal
+                .get_or_insert_with(h, p, Cands::new)
+                .insert(at, cand);
+            return;
+        }
+        self.others.add(cand.score);
         // The group leaves the router while it is edited, because `before` reads `self`.
-        let mut group = self.take_group(&host);
+        let mut group = self.take_group(host);
         let before = |a: &Cand, b: &Cand| self.ranks_before(a, b);
-        match (&path, part_of(&path)) {
+        let score = cand.score;
+        match (path, part_of(path)) {
             (PathKey::Exact(p), Part::Literal) => {
                 let list = group
                     .literal
@@ -468,20 +521,26 @@ impl<T> Router<T> {
                 group.pathless.insert(at, cand);
             }
         }
-        group.scores_mut(part_of(&path)).add(cand.score);
-        self.put_group(host, group);
-        id
+        group.scores_mut(part_of(path)).add(score);
+        self.put_group(host.clone(), group);
     }
 
-    fn unfile(&mut self, id: EntryId) {
-        let Some(entry) = self.alts[id as usize].take() else {
+    fn unfile(&mut self, route: u32, entry: &Entry) {
+        let is_it = |c: &Cand| c.route == route && c.ordinal == entry.ordinal;
+        if let Some((h, p)) = literal_key(&entry.host, &entry.path) {
+            let (h, p) = (h.as_bytes(), p.as_bytes());
+            if let Some(list) = self.literal.get_mut(h, p) {
+                list.retain(|c| !is_it(c));
+                if list.is_empty() {
+                    self.literal.remove(h, p);
+                }
+            }
             return;
-        };
-        self.free_alts.push(id);
-        let mut group = self.take_group(&entry.alt.host);
-        let part = part_of(&entry.alt.path);
-        let is_it = |c: &Cand| c.alt == id;
-        match (&entry.alt.path, part) {
+        }
+        self.others.remove(entry.score);
+        let mut group = self.take_group(&entry.host);
+        let part = part_of(&entry.path);
+        match (&entry.path, part) {
             (PathKey::Exact(p), Part::Literal) => {
                 let key = p.to_string();
                 if let Some(list) = group.literal.get_mut(key.as_bytes()) {
@@ -504,7 +563,7 @@ impl<T> Router<T> {
             (PathKey::Any, _) => group.pathless.retain(|c| !is_it(c)),
         }
         group.scores_mut(part).remove(entry.score);
-        self.put_group(entry.alt.host.clone(), group);
+        self.put_group(entry.host.clone(), group);
     }
 
     fn take_group(&mut self, key: &HostKey) -> Group {
@@ -547,6 +606,17 @@ impl<T> Router<T> {
             route: b.route,
         };
         self.cand_outranks(a, &best)
+    }
+}
+
+/// The (lowercased host, path) key of an alternative filed in the flat table: an exact host
+/// and a literal `Path`.
+fn literal_key(host: &HostKey, path: &PathKey) -> Option<(String, String)> {
+    match (host, path) {
+        (HostKey::Exact(h), PathKey::Exact(p)) if p.is_literal() => {
+            Some((h.to_string(), p.to_string()))
+        }
+        _ => None,
     }
 }
 
@@ -613,5 +683,16 @@ fn could_win(max: Option<u64>, best: &Option<Best>) -> bool {
         (Some(_), None) => true,
         // Equal scores can still win on the id.
         (Some(max), Some(b)) => max >= b.score,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_lists_fit_the_flat_table_slot() {
+        // `literal_table` sizes its slots for a 32-byte value.
+        assert_eq!(std::mem::size_of::<Cands>(), 32);
     }
 }

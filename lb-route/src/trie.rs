@@ -7,8 +7,14 @@
 //! and hands each list of candidate entries to a visitor. The walk allocates nothing; it
 //! recurses once per placeholder or literal edge on the way, never once per route.
 
+use smallvec::SmallVec;
+
 use crate::captures::Captures;
 use crate::pattern::{ParamKind, Piece};
+use crate::swar::starts_with;
+
+/// A node's label, inline when short: the walk compares it without another cache miss.
+type Label = SmallVec<[u8; 16]>;
 
 /// How an entry's pattern must relate to the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +31,11 @@ pub(crate) enum Anchor {
 #[derive(Debug, Clone)]
 pub(crate) struct Node<E> {
     /// Literal bytes consumed on entering this node (empty for the root and param nodes).
-    label: Box<[u8]>,
+    label: Label,
     /// First byte of each literal child's label, in the same order as `children`. The walk
-    /// scans this instead of every child's label, so it dereferences only the child it takes.
-    first: Vec<u8>,
+    /// scans this (inline up to 16 children) instead of every child's label, so it
+    /// dereferences only the child it takes.
+    first: SmallVec<[u8; 16]>,
     /// Literal children; their labels start with distinct bytes.
     children: Vec<Node<E>>,
     params: Vec<ParamChild<E>>,
@@ -48,8 +55,8 @@ struct ParamChild<E> {
 impl<E> Default for Node<E> {
     fn default() -> Self {
         Self {
-            label: Box::default(),
-            first: Vec::new(),
+            label: Label::new(),
+            first: SmallVec::new(),
             children: Vec::new(),
             params: Vec::new(),
             exact: Vec::new(),
@@ -61,7 +68,7 @@ impl<E> Default for Node<E> {
 
 // === impl Node ===
 
-impl<E: Copy> Node<E> {
+impl<E: Clone> Node<E> {
     /// True when the trie holds no entry.
     pub(crate) fn is_empty(&self) -> bool {
         self.exact.is_empty()
@@ -127,7 +134,7 @@ impl<E: Copy> Node<E> {
         }
         let Some(i) = self.first.iter().position(|&b| b == lit[0]) else {
             let mut child = Node {
-                label: lit.into(),
+                label: Label::from_slice(lit),
                 ..Node::default()
             };
             child.insert(rest, anchor, id, before);
@@ -144,13 +151,13 @@ impl<E: Copy> Node<E> {
             .count();
         if common < child.label.len() {
             // Split: the child keeps the tail of its label under a new node for the head.
-            let tail = child.label[common..].into();
-            let head = child.label[..common].into();
+            let tail = Label::from_slice(&child.label[common..]);
+            let head = Label::from_slice(&child.label[..common]);
             let mut old = std::mem::take(child);
             old.label = tail;
             *child = Node {
                 label: head,
-                first: vec![old.label[0]],
+                first: SmallVec::from_slice(&[old.label[0]]),
                 children: vec![old],
                 ..Node::default()
             };
@@ -226,12 +233,9 @@ impl<E: Copy> Node<E> {
             // Merge a pass-through node back into its only child, undoing an old split.
             child.first.clear();
             let only = child.children.pop().expect("one child");
-            let mut label = child.label.to_vec();
+            let mut label = child.label.clone();
             label.extend_from_slice(&only.label);
-            *child = Node {
-                label: label.into(),
-                ..only
-            };
+            *child = Node { label, ..only };
         }
         found
     }
@@ -272,7 +276,7 @@ impl<E: Copy> Node<E> {
             && let Some(i) = self.first.iter().position(|&b| b == first)
         {
             let child = &self.children[i];
-            if rest.starts_with(&child.label) {
+            if starts_with(rest, &child.label) {
                 child.walk(path, pos + child.label.len(), caps, visit);
             }
         }

@@ -671,3 +671,42 @@ fn a_bad_route_leaves_the_router_unchanged() {
         Some("a")
     );
 }
+
+#[test]
+fn a_cloned_router_is_edited_without_changing_the_original() {
+    // Enough literal routes for the flat table to have many shards, plus regexp routes.
+    let url = |i: usize| format!("http://h{}.example.com/p/{i}", i % 7);
+    let expr = |i: usize| {
+        if i % 10 == 9 {
+            format!(
+                r#"Host("h{}.example.com") && PathRegexp(`^/p/{i}$`)"#,
+                i % 7
+            )
+        } else {
+            format!(r#"Host("h{}.example.com") && Path("/p/{i}")"#, i % 7)
+        }
+    };
+    let mut original = Router::new();
+    for i in 0..1000 {
+        original.insert(format!("r{i}"), 0, &expr(i), i).unwrap();
+    }
+    let mut clone = original.clone();
+    for i in (0..1000).step_by(2) {
+        assert_eq!(clone.remove(&format!("r{i}")), Some(i));
+    }
+    for i in 1000..1100 {
+        clone.insert(format!("r{i}"), 0, &expr(i), i).unwrap();
+    }
+    let reach = |router: &Router<usize>, i: usize| {
+        router
+            .route(&request("GET", &url(i), &[], None))
+            .map(|m| *m.value)
+    };
+    for i in 0..1100 {
+        let in_original = (i < 1000).then_some(i);
+        let in_clone = (i % 2 == 1 || i >= 1000).then_some(i);
+        assert_eq!(reach(&original, i), in_original, "original, route {i}");
+        assert_eq!(reach(&clone, i), in_clone, "clone, route {i}");
+    }
+    assert_eq!((original.len(), clone.len()), (1000, 600));
+}
