@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use lb_proxy::body;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +33,7 @@ use lb_proxy::server::ConnectionLimits;
 use lb_registry::{MemoryRegistry, Registry};
 
 use harness::{
-    Backend, Client, Proxy, TempDir, Tree, admin_get, headers_json, unused_addr, within,
+    Backend, Client, Proxy, TempDir, Tree, admin_get, h2_sender, headers_json, unused_addr, within,
 };
 
 /// A proxy whose every path goes to `server`, with the frontend `settings`.
@@ -1185,11 +1185,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_slow_responses_a
         let stream = within("connect", TcpStream::connect(addr))
             .await
             .expect("connect");
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("h2c handshake");
-        let connection = tokio::spawn(connection);
+        let (mut sender, connection) = h2_sender(stream).await;
         let request = Request::builder()
             .uri("http://app.test/slow")
             .body(body::empty())
@@ -1285,11 +1281,7 @@ async fn without_trust_no_spelling_of_forged_forwarding_headers_gets_through() {
     let stream = within("connect", TcpStream::connect(proxy.addr()))
         .await
         .expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_sender(stream).await;
     let mut request = Request::builder()
         .uri("http://app.test/")
         .body(body::empty())

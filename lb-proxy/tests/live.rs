@@ -13,7 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use lb_proxy::app::{App, Options, RegistrySource};
 use lb_proxy::applier::ApplierConfig;
 use lb_proxy::body;
@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use harness::{
-    Backend, Client, PATIENCE, Proxy, Tree, admin_get, request, status_response, unused_addr,
-    within,
+    Backend, Client, PATIENCE, Proxy, Tree, admin_get, h2_sender, request, status_response,
+    unused_addr, within,
 };
 
 /// A backend `b1` with `server`, reached through a frontend for every path.
@@ -48,11 +48,7 @@ async fn h2c_prior_knowledge_requests_are_proxied() {
     let stream = within("connect", TcpStream::connect(proxy.addr()))
         .await
         .expect("connect to the proxy");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("HTTP/2 handshake with prior knowledge");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_sender(stream).await;
 
     let request = Request::get("http://h2.example.com/h2/page")
         .body(body::empty())

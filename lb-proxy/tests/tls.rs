@@ -21,7 +21,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use lb_core::config::{Base64Bytes, TlsSettings};
 use lb_proxy::body;
 use lb_proxy::server::ConnectionLimits;
@@ -33,7 +33,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 
-use harness::{Backend, Client, Proxy, Tree, admin_send, request, unused_addr, within};
+use harness::{Backend, Client, Proxy, Tree, admin_send, h2_sender, request, unused_addr, within};
 
 // === Certificates ===
 
@@ -541,11 +541,7 @@ async fn https_listeners_speak_h2_by_alpn_and_honour_their_tls_versions() {
         tls.get_ref().1.protocol_version(),
         Some(ProtocolVersion::TLSv1_3)
     );
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_sender(tls).await;
     let mut h2_request = request(Method::GET, "app.test", "/h2", Bytes::new());
     *h2_request.uri_mut() = "https://app.test/h2".parse().expect("a URI");
     let response = within("an h2 response", sender.send_request(h2_request))

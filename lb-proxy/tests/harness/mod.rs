@@ -454,6 +454,27 @@ impl Reply {
     }
 }
 
+/// An HTTP/2 client over a connection already open (h2c with prior knowledge over TCP, or
+/// h2 over a TLS stream that negotiated it), with the task driving the connection: it ends
+/// when the server closes the connection.
+pub async fn h2_sender<I>(
+    io: I,
+) -> (
+    hyper::client::conn::http2::SendRequest<Body>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    (sender, tokio::spawn(connection))
+}
+
 /// One HTTP/1.1 keep-alive connection; requests go one after the other on it.
 pub struct Client {
     sender: hyper::client::conn::http1::SendRequest<Body>,
