@@ -273,20 +273,16 @@ async fn a_key_written_with_a_ttl_is_deleted_when_its_session_expires() {
     let listing = registry.list().await.unwrap();
     let mut watch = registry.watch(listing.revision).await.unwrap();
 
+    // Long enough that a loaded CI machine reads the key (and sees its put event alone)
+    // before the session expires: at 300 ms the key was once gone by the first read.
+    let ttl = Duration::from_secs(2);
     registry
-        .put(
-            "backends/b1/servers/s1",
-            value("{}"),
-            Some(Duration::from_millis(300)),
-        )
+        .put("backends/b1/servers/s1", value("{}"), Some(ttl))
         .await
         .unwrap();
     let stored = server.kv_get("vulcand/backends/b1/servers/s1").unwrap();
     let session = stored.session.expect("the key is held by a session");
-    assert_eq!(
-        server.session_ttl(&session),
-        Some(Duration::from_millis(300))
-    );
+    assert_eq!(server.session_ttl(&session), Some(ttl));
     assert_eq!(
         next_changes(&mut watch).await.1,
         [put("backends/b1/servers/s1", "{}")]
@@ -306,11 +302,7 @@ async fn a_key_written_with_a_ttl_is_deleted_when_its_session_expires() {
 
     // It can be written again at once: the lock delay is 0.
     registry
-        .put(
-            "backends/b1/servers/s1",
-            value("{}"),
-            Some(Duration::from_millis(300)),
-        )
+        .put("backends/b1/servers/s1", value("{}"), Some(ttl))
         .await
         .unwrap();
 }
