@@ -28,6 +28,7 @@ use crate::health::HttpProber;
 use crate::metrics::Metrics;
 use crate::server::{ConnectionLimits, ListenerHandle, Server};
 use crate::tls::Certificates;
+use crate::workers::Workers;
 
 /// Where the configuration comes from.
 #[derive(Clone, Debug)]
@@ -93,6 +94,18 @@ impl App {
         options: Options,
         limits: ConnectionLimits,
     ) -> Result<App, BoxError> {
+        Self::start_with_workers(options, limits, None).await
+    }
+
+    /// [`App::start_with_limits`], serving the data path on `workers` (lbproxy's
+    /// `--workers`: one single-threaded runtime per thread, see [`crate::workers`]) or, with
+    /// `None`, on the caller's runtime. The control plane (registry, applier, admin API,
+    /// health checks) runs on the caller's runtime either way.
+    pub async fn start_with_workers(
+        options: Options,
+        limits: ConnectionLimits,
+        workers: Option<Workers>,
+    ) -> Result<App, BoxError> {
         let (registry, demo) = match options.registry {
             RegistrySource::Demo => {
                 let demo = demo::start().await?;
@@ -102,7 +115,11 @@ impl App {
             RegistrySource::Registry(registry) => (registry, None),
         };
         let proxy = Arc::new(Proxy::with_metrics(Arc::new(Metrics::new())));
-        let server = Arc::new(Server::with_limits(Arc::clone(&proxy), limits));
+        let mut server = Server::with_limits(Arc::clone(&proxy), limits);
+        if let Some(workers) = workers {
+            server = server.with_workers(workers);
+        }
+        let server = Arc::new(server);
         let mut listeners = Vec::new();
         for addr in &options.listen {
             let handle = server

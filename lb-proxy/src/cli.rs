@@ -19,6 +19,7 @@ use lb_middleware::Types;
 use crate::app::{App, Options, RegistrySource};
 use crate::applier::ApplierConfig;
 use crate::server::ConnectionLimits;
+use crate::workers::Workers;
 
 /// Descriptors kept out of the default `--max-connections` for everything that is not a
 /// client connection: listeners, the admin API, the registry, health checks, logs.
@@ -42,7 +43,9 @@ struct Cli {
     /// Require `Authorization: Bearer TOKEN` on the admin API.
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
-    /// Request-handling threads (default: the number of cores).
+    /// Request-handling threads, each with its own event loop (default: the number of
+    /// cores). The control plane (registry, admin API, health checks) has a thread of its
+    /// own.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Log format.
@@ -114,26 +117,37 @@ pub fn main(types: Types) -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(workers) = cli.workers {
-        if workers == 0 {
+    let workers = match cli.workers {
+        Some(0) => {
             eprintln!("lbproxy: --workers must be at least 1");
             return ExitCode::from(2);
         }
-        runtime.worker_threads(workers);
-    }
-    let runtime = match runtime.build() {
+        Some(workers) => workers,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let workers = match Workers::start(workers) {
+        Ok(workers) => workers,
+        Err(error) => {
+            eprintln!("lbproxy: cannot start the worker threads: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The control plane (registry, applier, admin API, health checks) runs on this
+    // thread; requests on the workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lbproxy: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli, types))
+    runtime.block_on(run(cli, types, workers))
 }
 
-async fn run(cli: Cli, types: Types) -> ExitCode {
+async fn run(cli: Cli, types: Types, workers: Workers) -> ExitCode {
     let demo = cli.registry.is_none();
     let limits = connection_limits(&cli);
     let options = Options {
@@ -150,7 +164,7 @@ async fn run(cli: Cli, types: Types) -> ExitCode {
         },
         middleware_types: types,
     };
-    let app = match App::start_with_limits(options, limits).await {
+    let app = match App::start_with_workers(options, limits, Some(workers)).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!("lbproxy: {error}");

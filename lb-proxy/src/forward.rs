@@ -64,6 +64,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
 use crate::metrics::{Metrics, UpstreamFailure};
 use crate::runtime::{FrontendRuntime, Runtime};
+use crate::upstream::{HandshakeTimeout, PooledBody, SendError};
 
 pub use lb_core::config::failover::{DEFAULT_PREDICATE, MAX_ATTEMPTS};
 
@@ -291,17 +292,23 @@ enum Failure {
     ClientBody,
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
+fn classify(error: &SendError) -> Failure {
+    let error = match error {
+        SendError::Connect(source) => {
+            // A TLS handshake that ran out of time is a timeout (504), not a refused
+            // connect.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+            while let Some(e) = source {
+                if e.is::<HandshakeTimeout>() {
+                    return Failure::Timeout;
+                }
+                source = e.source();
+            }
+            return Failure::Connect;
+        }
+        SendError::Http(error) | SendError::Stale(error) => error,
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    if error.is_connect() {
-        // A TLS handshake that ran out of time is a timeout (504), not a refused connect.
-        let timed_out = source.is_some_and(|e| e.is::<crate::upstream::HandshakeTimeout>());
-        return if timed_out {
-            Failure::Timeout
-        } else {
-            Failure::Connect
-        };
-    }
     while let Some(e) = source {
         if e.is::<body::TooLarge>() {
             return Failure::BodyTooLarge;
@@ -392,11 +399,11 @@ async fn attempts(
     {
         parts.headers.insert(header::HOST, host.clone());
     }
-    let path_and_query = parts
+    // Sent in origin form: the pool knows where to connect.
+    let origin_form = parts
         .uri
         .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
 
     // Balancing inputs. The client address as bytes, without allocating: IPv4 in the first
     // four bytes of the buffer.
@@ -461,30 +468,26 @@ async fn attempts(
         log.attempts = attempts;
         let server = &backend.servers[pick.index()];
         log.server = Some(Arc::clone(&server.id));
-        let Some(attempt_body) = body.take() else {
+        let host =
+            (!settings.pass_host_header || original_host.is_none()).then_some(&server.host_header);
+        let Some(request) = attempt_request(&parts, &origin_form, host, &mut body) else {
             return Err(ProxyError::BadGateway);
         };
-        let uri = Uri::builder()
-            .scheme(server.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|_| ProxyError::BadRequest)?;
-        let mut attempt = Request::new(attempt_body);
-        *attempt.method_mut() = parts.method.clone();
-        *attempt.uri_mut() = uri;
-        *attempt.version_mut() = Version::HTTP_11;
-        *attempt.headers_mut() = parts.headers.clone();
-        if !settings.pass_host_header || original_host.is_none() {
-            attempt
-                .headers_mut()
-                .insert(header::HOST, server.host_header.clone());
+        let read_timeout = backend.upstream.read_timeout();
+        let mut sent = tokio::time::timeout(read_timeout, server.pool.send(request)).await;
+        // A pooled connection the server closed as the request went out (the keep-alive
+        // race): an idempotent request whose body was kept goes once more to the same
+        // server on another connection, not counted as an attempt (Go's transport does the
+        // same). Anything else is a failed attempt, for failover to judge.
+        if let Ok(Err(SendError::Stale(error))) = &sent
+            && !upgrade
+            && is_idempotent(&parts.method)
+            && let Some(request) = attempt_request(&parts, &origin_form, host, &mut body)
+        {
+            tracing::debug!(backend = %backend.id, server = %server.id, %error,
+                "pooled connection closed by the server; sending again on another");
+            sent = tokio::time::timeout(read_timeout, server.pool.send(request)).await;
         }
-        let sent = tokio::time::timeout(
-            backend.upstream.read_timeout(),
-            backend.upstream.client().request(attempt),
-        )
-        .await;
         let (failure, status) = match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
@@ -577,6 +580,33 @@ async fn attempts(
     }
 }
 
+/// The request one attempt sends: the client's, minus what the attempts changed, with
+/// `host` as its `Host` header when set. `None` when the body cannot be sent again.
+fn attempt_request(
+    parts: &http::request::Parts,
+    origin_form: &Uri,
+    host: Option<&HeaderValue>,
+    body: &mut RequestBody,
+) -> Option<Request<Body>> {
+    let mut request = Request::new(body.take()?);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = origin_form.clone();
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers.clone();
+    if let Some(host) = host {
+        request.headers_mut().insert(header::HOST, host.clone());
+    }
+    Some(request)
+}
+
+/// RFC 9110 section 9.2.2: a request that can be repeated with the same effect.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
 /// The answer when no further attempt is made although the predicate asked for one: what
 /// the last attempt got, or 503 if there was none.
 fn give_up(last: Option<LastAttempt>) -> Result<Response<Body>, ProxyError> {
@@ -593,7 +623,7 @@ fn give_up(last: Option<LastAttempt>) -> Result<Response<Body>, ProxyError> {
 /// How a retried attempt ended.
 enum LastAttempt {
     /// The server answered, but the predicate asked for a retry.
-    Answered(Response<hyper::body::Incoming>),
+    Answered(Response<PooledBody>),
     /// The attempt failed in the transport.
     Failed(ProxyError),
 }

@@ -62,3 +62,4 @@ pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

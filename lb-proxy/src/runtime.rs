@@ -31,7 +31,7 @@ use lb_middleware::{Chain, HttpService, Types};
 use lb_route::Router;
 
 use crate::metrics::{FrontendStats, ServerStats};
-use crate::upstream::{PoolSettings, Upstream};
+use crate::upstream::{PoolSettings, ServerPool, Upstream};
 
 /// A compiled snapshot.
 #[derive(Debug)]
@@ -101,6 +101,9 @@ pub struct ServerRuntime {
     pub host_header: HeaderValue,
     /// Its counters, kept across snapshots while the (backend id, server id) pair stays.
     pub stats: Arc<ServerStats>,
+    /// Its idle connections, kept across snapshots while the backend keeps its pool
+    /// settings and the server its address.
+    pub pool: Arc<ServerPool>,
 }
 
 impl Runtime {
@@ -354,12 +357,22 @@ fn build_backend(
         keep_alive: entry.config.settings.keep_alive,
         tls: entry.config.settings.tls.clone(),
     };
-    let upstream = match old.map(|old| &old.upstream) {
-        Some(pool) if *pool.settings() == settings => pool.clone(),
-        _ => Upstream::new(&id, settings),
+    let kept = old.filter(|old| *old.upstream.settings() == settings);
+    let upstream = match kept {
+        Some(old) => old.upstream.clone(),
+        None => Upstream::new(&id, settings),
     };
     let old_stats: HashMap<&str, &Arc<ServerStats>> = old
         .map(|old| old.servers.iter().map(|s| (&*s.id, &s.stats)).collect())
+        .unwrap_or_default();
+    // Pools by address: a server whose id changed but not its URL keeps its connections.
+    let old_pools: HashMap<(&http::uri::Scheme, &Authority), &Arc<ServerPool>> = kept
+        .map(|old| {
+            old.servers
+                .iter()
+                .map(|s| ((&s.scheme, &s.authority), &s.pool))
+                .collect()
+        })
         .unwrap_or_default();
     let mut ready = Vec::with_capacity(servers.len());
     for server in servers {
@@ -379,6 +392,10 @@ fn build_backend(
             Scheme::Http => http::uri::Scheme::HTTP,
             Scheme::Https => http::uri::Scheme::HTTPS,
         };
+        let pool = match old_pools.get(&(&scheme, &parsed)) {
+            Some(pool) => Arc::clone(pool),
+            None => upstream.server_pool(scheme.clone(), parsed.clone()),
+        };
         ready.push(ServerRuntime {
             id: Arc::from(server.config.id.as_str()),
             scheme,
@@ -386,6 +403,7 @@ fn build_backend(
             authority: parsed,
             host_header,
             stats,
+            pool,
         });
     }
     let specs: Vec<ServerSpec<'_>> = ready

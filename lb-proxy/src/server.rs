@@ -49,6 +49,7 @@ use crate::body::{self, Body};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use crate::forward::{ConnInfo, Proxy};
+use crate::workers::Workers;
 
 /// The default [`ConnectionLimits::header_timeout`]: how long a client has to send a request
 /// head (slowloris protection; HAProxy's `timeout http-request`, nginx's
@@ -113,6 +114,9 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     /// How many connections are open.
     open: watch::Sender<usize>,
+    /// The worker threads that accept and serve, or `None` to do both on the runtime
+    /// that calls [`Server::serve`].
+    workers: Option<Workers>,
 }
 
 /// Counts a connection as open, and holds its slot, for as long as its socket lives: it is
@@ -235,7 +239,16 @@ impl Server {
             saturated: Arc::new(AtomicBool::new(false)),
             shutdown: watch::Sender::new(false),
             open: watch::Sender::new(0),
+            workers: None,
         }
+    }
+
+    /// Accepts and serves on `workers` (each accepts on every listener and serves what it
+    /// accepted on its own thread) instead of on the caller's runtime. Takes effect for the
+    /// listeners served from then on.
+    pub fn with_workers(mut self, workers: Workers) -> Self {
+        self.workers = Some(workers);
+        self
     }
 
     /// The limits clients are held to.
@@ -263,90 +276,37 @@ impl Server {
     ) -> io::Result<ListenerHandle> {
         let local = listener.local_addr()?;
         let tls = Arc::new(ArcSwapOption::new(tls));
-        let acceptor = Arc::clone(&tls);
-        let (stop, mut stopped) = watch::channel(false);
-        let mut shutdown = self.shutdown.subscribe();
-        let proxy = Arc::clone(&self.proxy);
-        let open = self.open.clone();
-        let limits = self.limits;
-        let slots = self.slots.clone();
-        let saturated = Arc::clone(&self.saturated);
-        tokio::spawn(async move {
-            loop {
-                let (stream, client) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            // Out of file descriptors and the like: back off, keep going.
-                            tracing::warn!(%local, %error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = signalled(&mut stopped) => break,
-                    _ = signalled(&mut shutdown) => break,
-                };
-                // At the limit, this connection waits (unserved) for a slot and the loop
-                // accepts nothing more, so later clients wait in the kernel's backlog. The
-                // slot is taken after the accept, not before: a slot held by a loop
-                // waiting on a quiet listener would starve a busy one.
-                let slot = match &slots {
-                    None => None,
-                    Some(slots) => {
-                        let slot = match Arc::clone(slots).try_acquire_owned() {
-                            Ok(slot) => {
-                                saturated.store(false, Ordering::Relaxed);
-                                Ok(slot)
-                            }
-                            Err(_) => {
-                                if !saturated.swap(true, Ordering::Relaxed) {
-                                    tracing::warn!(
-                                        max = limits.max_connections,
-                                        "connection limit reached: not accepting until a \
-                                         client connection closes"
-                                    );
-                                }
-                                tokio::select! {
-                                    slot = Arc::clone(slots).acquire_owned() => slot,
-                                    _ = signalled(&mut stopped) => break,
-                                    _ = signalled(&mut shutdown) => break,
-                                }
-                            }
-                        };
-                        // The semaphore is never closed.
-                        let Ok(slot) = slot else { break };
-                        Some(slot)
-                    }
-                };
-                // The header timeout runs from here: a slot's wait is not the client's.
-                let accepted = Instant::now();
-                let _ = stream.set_nodelay(true);
-                let stream = CountedStream {
-                    stream,
-                    _open: OpenConnection::new(&open, slot),
-                };
-                let proxy = Arc::clone(&proxy);
-                let shutdown = shutdown.clone();
-                // One atomic load per connection; a plain listener's is `None`.
-                let tls = acceptor.load_full();
-                let accepted = Accepted {
-                    conn: ConnInfo {
-                        client,
-                        local,
-                        tls: tls.is_some(),
-                    },
-                    proxy,
-                    limits,
-                    shutdown,
-                    at: accepted,
-                };
-                match tls {
-                    None => tokio::spawn(serve_connection(TokioIo::new(stream), accepted)),
-                    Some(config) => tokio::spawn(serve_tls_connection(stream, config, accepted)),
-                };
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = Acceptor {
+            local,
+            tls: Arc::clone(&tls),
+            stopped,
+            shutdown: self.shutdown.subscribe(),
+            proxy: Arc::clone(&self.proxy),
+            open: self.open.clone(),
+            limits: self.limits,
+            slots: self.slots.clone(),
+            saturated: Arc::clone(&self.saturated),
+        };
+        match &self.workers {
+            None => {
+                tokio::spawn(acceptor.run(listener));
             }
-            tracing::debug!(%local, "listener stopped");
-        });
+            // Every worker accepts on the same socket and serves what it accepted.
+            Some(workers) => {
+                let listener = listener.into_std()?;
+                for worker in workers.handles() {
+                    let listener = listener.try_clone()?;
+                    let acceptor = acceptor.clone();
+                    worker.spawn(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => acceptor.run(listener).await,
+                            Err(error) => tracing::error!(%local, %error, "worker cannot accept"),
+                        }
+                    });
+                }
+            }
+        }
         Ok(ListenerHandle { local, stop, tls })
     }
 
@@ -365,6 +325,100 @@ impl Server {
     /// How many connections are open.
     pub fn open_connections(&self) -> usize {
         *self.open.borrow()
+    }
+}
+
+/// One accept loop of a listener (one per worker), with what its connections need.
+#[derive(Clone)]
+struct Acceptor {
+    local: SocketAddr,
+    tls: Arc<ArcSwapOption<ServerConfig>>,
+    stopped: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    proxy: Arc<Proxy>,
+    open: watch::Sender<usize>,
+    limits: ConnectionLimits,
+    slots: Option<Arc<Semaphore>>,
+    saturated: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    /// Accepts until the listener is stopped or the server shuts down, serving each
+    /// connection on a task of the current runtime.
+    async fn run(mut self, listener: TcpListener) {
+        let local = self.local;
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep going.
+                        tracing::warn!(%local, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = signalled(&mut self.stopped) => break,
+                _ = signalled(&mut self.shutdown) => break,
+            };
+            // At the limit, this connection waits (unserved) for a slot and the loop
+            // accepts nothing more, so later clients wait in the kernel's backlog. The
+            // slot is taken after the accept, not before: a slot held by a loop
+            // waiting on a quiet listener would starve a busy one.
+            let slot = match &self.slots {
+                None => None,
+                Some(slots) => {
+                    let slot = match Arc::clone(slots).try_acquire_owned() {
+                        Ok(slot) => {
+                            self.saturated.store(false, Ordering::Relaxed);
+                            Ok(slot)
+                        }
+                        Err(_) => {
+                            if !self.saturated.swap(true, Ordering::Relaxed) {
+                                tracing::warn!(
+                                    max = self.limits.max_connections,
+                                    "connection limit reached: not accepting until a \
+                                     client connection closes"
+                                );
+                            }
+                            tokio::select! {
+                                slot = Arc::clone(slots).acquire_owned() => slot,
+                                _ = signalled(&mut self.stopped) => break,
+                                _ = signalled(&mut self.shutdown) => break,
+                            }
+                        }
+                    };
+                    // The semaphore is never closed.
+                    let Ok(slot) = slot else { break };
+                    Some(slot)
+                }
+            };
+            // The header timeout runs from here: a slot's wait is not the client's.
+            let accepted = Instant::now();
+            let _ = stream.set_nodelay(true);
+            let stream = CountedStream {
+                stream,
+                _open: OpenConnection::new(&self.open, slot),
+            };
+            // One atomic load per connection; a plain listener's is `None`.
+            let tls = self.tls.load_full();
+            let accepted = Accepted {
+                conn: ConnInfo {
+                    client,
+                    local,
+                    tls: tls.is_some(),
+                },
+                proxy: Arc::clone(&self.proxy),
+                limits: self.limits,
+                shutdown: self.shutdown.clone(),
+                at: accepted,
+            };
+            match tls {
+                None => tokio::spawn(serve_connection(TokioIo::new(stream), accepted)),
+                Some(config) => tokio::spawn(serve_tls_connection(stream, config, accepted)),
+            };
+        }
+        tracing::debug!(%local, "listener stopped");
     }
 }
 
