@@ -57,7 +57,7 @@ use hyper_util::rt::TokioIo;
 use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
 use lb_core::config::failover::AttemptInfo;
 use lb_middleware::{HttpService, RouteCaptures, UpstreamError};
-use lb_route::ClientIp;
+use lb_route::{ClientIp, WithClientIp};
 
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -118,18 +118,20 @@ impl Proxy {
     pub async fn handle(&self, mut req: Request<Body>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let runtime = self.runtime.load_full();
-        req.extensions_mut().insert(ClientIp(conn.client.ip()));
-        req.extensions_mut().insert(conn);
         let mut log = AccessLog {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+            // Copied only when access lines are written (not at --log-level warn).
+            request: tracing::enabled!(target: "access", tracing::Level::INFO)
+                .then(|| (req.method().clone(), req.uri().clone())),
             started,
             frontend: None,
             attempted: Attempted::default(),
             status: StatusCode::OK,
             bytes: 0,
         };
-        let Some((routed, captures)) = runtime.router().route(&req).map(|m| {
+        // The client address reaches the router through a view, not the request's
+        // extensions: a request that no middleware reads needs no extensions at all.
+        let view = WithClientIp::new(&req, conn.client.ip());
+        let Some((routed, captures)) = runtime.router().route(&view).map(|m| {
             // Captures are copied out only for a chain to read (rewrite): none per request
             // otherwise.
             let chained = m.value.service.is_some();
@@ -155,6 +157,8 @@ impl Proxy {
             // The chain's innermost service is `forwarding_service`, which reports what it
             // attempted in the response's extensions.
             Some(service) => {
+                req.extensions_mut().insert(ClientIp(conn.client.ip()));
+                req.extensions_mut().insert(conn);
                 if let Some(captures) = captures {
                     req.extensions_mut().insert(captures);
                 }
@@ -344,13 +348,17 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Forwards with failover ([`attempts`]) and counts a transport failure answered to the
 /// client (502/504) as the frontend's network error.
+///
+/// The attempts' future (several KiB: the request parts, the balancer's state, the
+/// upstream send) is boxed here, once: an async fn's future is built on the stack and moved
+/// into its caller's, so left inline it would be copied once per layer of every request.
 async fn forward(
     frontend: &FrontendRuntime,
     req: Request<Body>,
     conn: ConnInfo,
     log: &mut Attempted,
 ) -> Result<Response<Body>, ProxyError> {
-    let result = attempts(frontend, req, conn, log).await;
+    let result = Box::pin(attempts(frontend, req, conn, log)).await;
     if let Err(ProxyError::BadGateway | ProxyError::GatewayTimeout) = result {
         frontend.stats.count_network_error();
     }
@@ -377,7 +385,9 @@ async fn attempts(
     let original_host = request_host(&req);
     let (mut parts, incoming) = req.into_parts();
     let size = incoming.size_hint();
-    let mut body = prepare_body(incoming, size, frontend).await?;
+    // Boxed: reading a body is the uncommon case, and its future would otherwise add to
+    // every request's.
+    let mut body = Box::pin(prepare_body(incoming, size, frontend)).await?;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     let forwarded = Forwarded {
         client_ip: conn.client.ip(),
@@ -474,20 +484,35 @@ async fn attempts(
             return Err(ProxyError::BadGateway);
         };
         let read_timeout = backend.upstream.read_timeout();
-        let mut sent = tokio::time::timeout(read_timeout, server.pool.send(request)).await;
-        // A pooled connection the server closed as the request went out (the keep-alive
-        // race): an idempotent request whose body was kept goes once more to the same
-        // server on another connection, not counted as an attempt (Go's transport does the
-        // same). Anything else is a failed attempt, for failover to judge.
-        if let Ok(Err(SendError::Stale(error))) = &sent
-            && !upgrade
-            && is_idempotent(&parts.method)
-            && let Some(request) = attempt_request(&parts, &origin_form, host, &mut body)
-        {
-            tracing::debug!(backend = %backend.id, server = %server.id, %error,
-                "pooled connection closed by the server; sending again on another");
-            sent = tokio::time::timeout(read_timeout, server.pool.send(request)).await;
-        }
+        let mut request = Some(request);
+        let mut resent = false;
+        // One await point for both sends keeps the request's future small (it is moved a
+        // few times per request; see `Proxy::handle`).
+        let sent = loop {
+            let Some(next) = request.take() else {
+                return Err(ProxyError::BadGateway);
+            };
+            let sent = tokio::time::timeout(read_timeout, server.pool.send(next)).await;
+            // A pooled connection the server closed as the request went out (the
+            // keep-alive race): an idempotent request whose body was kept goes once more to
+            // the same server on another connection, not counted as an attempt (Go's
+            // transport does the same). Anything else is a failed attempt, for failover to
+            // judge.
+            if let Ok(Err(SendError::Stale(error))) = &sent
+                && !resent
+                && !upgrade
+                && is_idempotent(&parts.method)
+            {
+                request = attempt_request(&parts, &origin_form, host, &mut body);
+                if request.is_some() {
+                    tracing::debug!(backend = %backend.id, server = %server.id, %error,
+                        "pooled connection closed by the server; sending again on another");
+                    resent = true;
+                    continue;
+                }
+            }
+            break sent;
+        };
         let (failure, status) = match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
@@ -678,8 +703,8 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) 
 /// away), when the log is dropped; otherwise the in-flight gauge would never come down.
 #[derive(Debug)]
 struct AccessLog {
-    method: Method,
-    uri: Uri,
+    /// The request's method and URI, when access lines are written.
+    request: Option<(Method, Uri)>,
     started: Instant,
     frontend: Option<Arc<FrontendRuntime>>,
     attempted: Attempted,
@@ -695,8 +720,7 @@ impl AccessLog {
             frontend.stats.count_response(response.status());
         }
         let log = AccessLog {
-            method: self.method.clone(),
-            uri: self.uri.clone(),
+            request: self.request.take(),
             started: self.started,
             frontend: self.frontend.take(),
             attempted: std::mem::take(&mut self.attempted),
@@ -718,10 +742,13 @@ impl AccessLog {
     }
 
     fn write(&self, duration: Duration) {
+        let Some((method, uri)) = &self.request else {
+            return;
+        };
         tracing::info!(
             target: "access",
-            method = %self.method,
-            path = self.uri.path(),
+            method = %method,
+            path = uri.path(),
             status = self.status.as_u16(),
             duration_ms = duration.as_secs_f64() * 1000.0,
             frontend = self.frontend.as_ref().map_or("-", |f| &*f.id),

@@ -241,7 +241,12 @@ impl ServerPool {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.dialer.connect(self.uri.clone()).await?.0, false),
+                // Boxed: dialing is the uncommon case, and its future would otherwise add to
+                // every request's.
+                None => (
+                    Box::pin(self.dialer.connect(self.uri.clone())).await?.0,
+                    false,
+                ),
             };
             // A connection given back as its response body ended may not have seen the end
             // yet (its task runs next); a closed one errors here.
