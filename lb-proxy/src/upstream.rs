@@ -95,15 +95,10 @@ impl Upstream {
     /// A new, empty pool for the server at `scheme://authority`. A runtime rebuilt with the
     /// same settings keeps each server's pool (and its idle connections).
     pub fn server_pool(&self, scheme: Scheme, authority: Authority) -> Arc<ServerPool> {
-        let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query("/")
-            .build()
-            .expect("a scheme and an authority make a URI");
         Arc::new(ServerPool {
             dialer: Arc::clone(&self.dialer),
-            uri,
+            scheme,
+            authority,
             slots: OnceLock::new(),
             reaping: AtomicBool::new(false),
         })
@@ -207,8 +202,10 @@ impl Dialer {
 /// counting as an attempt (so a non-idempotent request is never sent twice).
 pub struct ServerPool {
     dialer: Arc<Dialer>,
-    /// `scheme://authority/`: where the connector dials.
-    uri: Uri,
+    /// Where the connector dials (a URI is built only to dial: 50k idle servers should
+    /// not hold 50k URIs).
+    scheme: Scheme,
+    authority: Authority,
     /// One idle list per worker slot, allocated on first use (a backend of 50k servers that
     /// never served a request costs no idle lists).
     slots: OnceLock<Box<[Mutex<VecDeque<Idle>>]>>,
@@ -219,7 +216,8 @@ pub struct ServerPool {
 impl std::fmt::Debug for ServerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerPool")
-            .field("uri", &self.uri)
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
             .field("idle", &self.idle_count())
             .finish_non_exhaustive()
     }
@@ -244,7 +242,7 @@ impl ServerPool {
                 // Boxed: dialing is the uncommon case, and its future would otherwise add to
                 // every request's.
                 None => (
-                    Box::pin(self.dialer.connect(self.uri.clone())).await?.0,
+                    Box::pin(self.dialer.connect(self.target()?)).await?.0,
                     false,
                 ),
             };
@@ -276,6 +274,16 @@ impl ServerPool {
                 },
             }
         }
+    }
+
+    /// `scheme://authority/`, for the connector.
+    fn target(&self) -> Result<Uri, SendError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| SendError::Connect(e.into()))
     }
 
     /// Idle connections held, all workers together.
