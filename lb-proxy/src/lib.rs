@@ -5,7 +5,8 @@
 //! [`applier::Applier`] (registry stream → debounced, validated snapshot → [`runtime::Runtime`]
 //! swapped into the [`forward::Proxy`]), the [`server::Server`] accept loops and the
 //! [`admin`] API. [`forward`] is the request path; [`headers`] the forwarding rules;
-//! [`upstream`] the per-backend connection pools (TLS to `https://` servers); [`tls`] the
+//! [`upstream`] the per-server connection pools (TLS to `https://` servers); [`workers`] the
+//! data path's single-threaded event loops (`--workers`); [`tls`] the
 //! rustls configurations of both sides and the certificates of https listeners;
 //! [`health`] the HTTP prober for lb-core's
 //! health checks; [`metrics`] the Prometheus metrics and live stats; [`demo`] the embedded
