@@ -111,7 +111,7 @@ impl Upstream {
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
         let target = request.uri().clone();
-        let (mut sender, _) = self.dialer.connect(target.clone()).await?;
+        let mut sender = self.dialer.connect(target.clone()).await?;
         *request.uri_mut() = target
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
@@ -164,8 +164,8 @@ struct Dialer {
 
 impl Dialer {
     /// A new connection to `target` (scheme and authority), driven by a task of its own on
-    /// the current runtime. Returns the sender and when the connection was made.
-    async fn connect(&self, target: Uri) -> Result<(SendRequest<Body>, Instant), SendError> {
+    /// the current runtime.
+    async fn connect(&self, target: Uri) -> Result<SendRequest<Body>, SendError> {
         let mut connector = self.connector.clone();
         let io = tower_service::Service::<Uri>::call(&mut connector, target)
             .await
@@ -180,7 +180,7 @@ impl Dialer {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok((sender, Instant::now()))
+        Ok(sender)
     }
 }
 
@@ -192,8 +192,9 @@ impl Dialer {
 /// A request takes an idle connection of its worker (or dials one), and its response body
 /// gives the connection back when it ends; a body dropped early closes it (HTTP/1 cannot
 /// abandon a response and keep the connection). Each worker keeps at most
-/// `KeepAlive.MaxIdleConnsPerHost` idle connections per server, each for at most
-/// `KeepAlive.Period` (closed by a sweep once the pool has held one). There is no lock
+/// `KeepAlive.MaxIdleConnsPerHost` idle connections per server, each used for at most
+/// `KeepAlive.Period` after its last request and closed within half a period after that
+/// (a sweep runs once the pool has held a connection). There is no lock
 /// shared between workers and no hashing per request: the server's runtime entry holds
 /// its pool.
 ///
@@ -241,10 +242,7 @@ impl ServerPool {
                 Some(sender) => (sender, true),
                 // Boxed: dialing is the uncommon case, and its future would otherwise add to
                 // every request's.
-                None => (
-                    Box::pin(self.dialer.connect(self.target()?)).await?.0,
-                    false,
-                ),
+                None => (Box::pin(self.dialer.connect(self.target()?)).await?, false),
             };
             // A connection given back as its response body ended may not have seen the end
             // yet (its task runs next); a closed one errors here.
@@ -334,8 +332,12 @@ impl ServerPool {
                 since: Instant::now(),
             });
         }
-        if !self.reaping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep(Arc::downgrade(self), self.dialer.idle_timeout));
+        // A body polled outside a runtime (a test's executor) gets no sweep: checkout
+        // still drops expired connections.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.reaping.swap(true, Ordering::Relaxed)
+        {
+            runtime.spawn(sweep(Arc::downgrade(self), self.dialer.idle_timeout));
         }
     }
 
@@ -375,9 +377,10 @@ fn closed_early(error: &hyper::Error) -> bool {
     false
 }
 
-/// Sweeps a pool's idle connections every `period` until the pool is gone.
-async fn sweep(pool: Weak<ServerPool>, period: Duration) {
-    let period = period.max(Duration::from_millis(100));
+/// Sweeps a pool's idle connections every half `idle_timeout` until the pool is gone, so
+/// none outlives it by more than half of it.
+async fn sweep(pool: Weak<ServerPool>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
         match pool.upgrade() {
