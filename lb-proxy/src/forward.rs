@@ -487,7 +487,7 @@ async fn attempts(
         let mut request = Some(request);
         let mut resent = false;
         // One await point for both sends keeps the request's future small (it is moved a
-        // few times per request; see `Proxy::handle`).
+        // few times per request; see `forward`).
         let sent = loop {
             let Some(next) = request.take() else {
                 return Err(ProxyError::BadGateway);

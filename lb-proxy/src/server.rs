@@ -1,7 +1,9 @@
 //! Accepting connections: HTTP/1.1 and h2c on each listening socket, HTTP/1.1 and h2 over
 //! TLS on https listeners, connection limits, graceful shutdown.
 //!
-//! A [`Server`] owns the accept loops. Listeners can be added and removed while it runs
+//! A [`Server`] owns the accept loops: one per listener on the caller's runtime, or one per
+//! listener and worker thread ([`Server::with_workers`], lbproxy's `--workers`), each worker
+//! serving the connections it accepted. Listeners can be added and removed while it runs
 //! (`--listen` addresses at start, registry listeners as snapshots change); removing one
 //! stops its accept loop but lets its open connections finish. A listener serves TLS while
 //! it has a rustls configuration ([`Server::serve_with_tls`], [`ListenerHandle::set_tls`]):
@@ -72,8 +74,9 @@ pub struct ConnectionLimits {
     /// until a connection closes, as HAProxy does: new clients wait in the kernel's listen
     /// backlog (and, once it is full, their SYNs are retried), so a burst is delayed rather
     /// than refused. Accepting and closing at once would turn every burst into errors for
-    /// clients that could have waited. Each listener may hold one accepted connection
-    /// waiting for a slot (it is served when one frees, its header timeout starting then).
+    /// clients that could have waited. Each accept loop (one per listener, times the
+    /// workers with [`Server::with_workers`]) may hold one accepted connection waiting for a
+    /// slot (it is served when one frees, its header timeout starting then).
     /// A WebSocket (or other upgraded) connection counts until its tunnel closes.
     pub max_connections: Option<usize>,
     /// How long a client has to send a complete request head: the first from the accept
