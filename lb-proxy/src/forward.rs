@@ -55,7 +55,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, SizeHint};
 use hyper_util::rt::TokioIo;
 use lb_core::balance::{HashKey, Outcome, PickContext, TriedSet};
-use lb_core::config::failover::AttemptInfo;
+use lb_core::config::failover::{AttemptInfo, is_idempotent};
 use lb_middleware::{HttpService, RouteCaptures, UpstreamError};
 use lb_route::{ClientIp, WithClientIp};
 
@@ -64,7 +64,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
 use crate::metrics::{Metrics, UpstreamFailure};
 use crate::runtime::{FrontendRuntime, Runtime};
-use crate::upstream::{HandshakeTimeout, PooledBody, SendError};
+use crate::upstream::{HandshakeTimeout, PooledBody, SendError, error_chain};
 
 pub use lb_core::config::failover::{DEFAULT_PREDICATE, MAX_ATTEMPTS};
 
@@ -297,32 +297,26 @@ enum Failure {
 }
 
 fn classify(error: &SendError) -> Failure {
-    let error = match error {
-        SendError::Connect(source) => {
-            // A TLS handshake that ran out of time is a timeout (504), not a refused
-            // connect.
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
-            while let Some(e) = source {
-                if e.is::<HandshakeTimeout>() {
-                    return Failure::Timeout;
+    match error {
+        // A TLS handshake that ran out of time is a timeout (504), not a refused connect.
+        SendError::Connect(source)
+            if error_chain(&**source).any(|e| e.is::<HandshakeTimeout>()) =>
+        {
+            Failure::Timeout
+        }
+        SendError::Connect(_) => Failure::Connect,
+        SendError::Http(error) | SendError::Stale(error) => error_chain(error)
+            .find_map(|e| {
+                if e.is::<body::TooLarge>() {
+                    Some(Failure::BodyTooLarge)
+                } else if e.is::<body::ClientBodyError>() {
+                    Some(Failure::ClientBody)
+                } else {
+                    None
                 }
-                source = e.source();
-            }
-            return Failure::Connect;
-        }
-        SendError::Http(error) | SendError::Stale(error) => error,
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = source {
-        if e.is::<body::TooLarge>() {
-            return Failure::BodyTooLarge;
-        }
-        if e.is::<body::ClientBodyError>() {
-            return Failure::ClientBody;
-        }
-        source = e.source();
+            })
+            .unwrap_or(Failure::Reset),
     }
-    Failure::Reset
 }
 
 /// The request key a hashing balancer hashes.
@@ -501,7 +495,7 @@ async fn attempts(
             if let Ok(Err(SendError::Stale(error))) = &sent
                 && !resent
                 && !upgrade
-                && is_idempotent(&parts.method)
+                && is_idempotent(parts.method.as_str())
             {
                 request = attempt_request(&parts, &origin_form, host, &mut body);
                 if request.is_some() {
@@ -622,14 +616,6 @@ fn attempt_request(
         request.headers_mut().insert(header::HOST, host.clone());
     }
     Some(request)
-}
-
-/// RFC 9110 section 9.2.2: a request that can be repeated with the same effect.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// The answer when no further attempt is made although the predicate asked for one: what

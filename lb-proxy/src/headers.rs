@@ -89,15 +89,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
+    for name in ALWAYS_HOP_BY_HOP {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -107,17 +99,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether `name` is one of the hop-by-hop headers [`remove_hop_by_hop`] always removes.
+/// The hop-by-hop headers removed from every message, besides `Connection` (and the names
+/// it lists) and `Upgrade`, which depend on whether the request is an upgrade.
+static ALWAYS_HOP_BY_HOP: [&HeaderName; 7] = [
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+];
+
+/// Whether `name` is a hop-by-hop header [`remove_hop_by_hop`] may remove without reading
+/// `Connection`.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == KEEP_ALIVE
-        || *name == PROXY_CONNECTION
+    *name == header::CONNECTION || *name == header::UPGRADE || ALWAYS_HOP_BY_HOP.contains(&name)
 }
 
 /// Sets the forwarding headers of a request about to go to a server. `host` is the

@@ -362,19 +362,23 @@ fn closed_early(error: &hyper::Error) -> bool {
     if error.is_incomplete_message() {
         return true;
     }
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return matches!(
+    error_chain(error)
+        .find_map(|e| e.downcast_ref::<io::Error>())
+        .is_some_and(|io| {
+            matches!(
                 io.kind(),
                 io::ErrorKind::ConnectionReset
                     | io::ErrorKind::BrokenPipe
                     | io::ErrorKind::ConnectionAborted
-            );
-        }
-        source = e.source();
-    }
-    false
+            )
+        })
+}
+
+/// `error`, then its sources, outermost first.
+pub(crate) fn error_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// Sweeps a pool's idle connections every half `idle_timeout` until the pool is gone, so

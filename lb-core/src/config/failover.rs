@@ -121,8 +121,21 @@ pub const DEFAULT_PREDICATE: &str = "IsNetworkError() && Attempts() < 3 && \
 pub const VULCAND_DEFAULT_PREDICATE: &str =
     "IsNetworkError() && RequestMethod() == \"GET\" && Attempts() < 20";
 
-/// The methods [`DEFAULT_PREDICATE`] retries, in its order.
+/// The methods [`DEFAULT_PREDICATE`] retries, in its order: RFC 9110 section 9.2.2's
+/// idempotent methods.
 const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+
+/// Whether `method` is idempotent (RFC 9110 section 9.2.2): repeating it has the same
+/// effect, so [`DEFAULT_PREDICATE`] retries it.
+///
+/// ```
+/// use lb_core::config::failover::is_idempotent;
+/// assert!(is_idempotent("PUT"));
+/// assert!(!is_idempotent("POST"));
+/// ```
+pub fn is_idempotent(method: &str) -> bool {
+    IDEMPOTENT_METHODS.contains(&method)
+}
 
 /// The attempt limit of [`DEFAULT_PREDICATE`]: `Attempts() < 3`.
 const DEFAULT_ATTEMPT_LIMIT: u64 = 3;
