@@ -29,7 +29,7 @@ use serde_json::json;
 
 /// The allocator lbproxy uses (lb-proxy's default `mimalloc` feature).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: lb_proxy::alloc::MiMalloc = lb_proxy::alloc::MiMalloc;
 
 const FRONTENDS: usize = 10_000;
 const BACKENDS: usize = 1_000;

@@ -10,7 +10,7 @@
 //! rustls configurations of both sides and the certificates of https listeners;
 //! [`health`] the HTTP prober for lb-core's
 //! health checks; [`metrics`] the Prometheus metrics and live stats; [`demo`] the embedded
-//! default. The README describes the behaviour.
+//! default; [`alloc`] the allocator the binary installs. The README describes the behaviour.
 //!
 //! Embedding the proxy with an in-memory registry:
 //!
@@ -44,9 +44,13 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// No unsafe code but the allocator's FFI calls in `alloc`.
+#![deny(unsafe_code)]
 
 pub mod admin;
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod app;
 pub mod applier;
 pub mod body;

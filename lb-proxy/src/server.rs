@@ -39,7 +39,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::Response;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -486,6 +486,120 @@ impl Drop for InFlight {
     }
 }
 
+/// hyper's HTTP/1 head timer without a tokio timer per request.
+///
+/// hyper starts a sleep when it begins reading each request head and drops it when the head
+/// is in: with `TokioTimer` that is an allocation plus a timer-wheel insert and removal on
+/// every keep-alive request, a few percent of a small request's CPU. A [`HeadSleep`] only
+/// notes its deadline here and checks the clock when hyper polls it; the connection's
+/// serving loop keeps one tokio sleep armed no later than any deadline noted (it re-arms
+/// from here each time it fires, at most once per header timeout), and its wake-up polls
+/// the connection, whose `HeadSleep` then finds its deadline passed. So a head that does not
+/// arrive in time still ends the connection at its deadline, as with hyper's own timer, but
+/// only connections that wait that long ever touch the timer wheel.
+///
+/// Sound because the connection's future is only ever polled by [`serve_connection`]'s
+/// loop, in the task whose sleep this arms.
+#[derive(Clone, Debug)]
+struct HeadClock(Arc<HeadDeadline>);
+
+#[derive(Debug)]
+struct HeadDeadline {
+    /// The origin of `nanos`.
+    origin: Instant,
+    /// The deadline of the head being read, in nanoseconds after `origin` plus one; zero
+    /// while no head is being read.
+    nanos: AtomicU64,
+}
+
+impl HeadClock {
+    fn new(origin: Instant) -> Self {
+        Self(Arc::new(HeadDeadline {
+            origin,
+            nanos: AtomicU64::new(0),
+        }))
+    }
+
+    /// The deadline of the head hyper is reading, if it is reading one.
+    fn deadline(&self) -> Option<Instant> {
+        match self.0.nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.0.origin + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn note(&self, deadline: Instant) {
+        let nanos = deadline.saturating_duration_since(self.0.origin).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX - 1);
+        self.0.nanos.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.0.nanos.store(0, Ordering::Relaxed);
+    }
+}
+
+impl hyper::rt::Timer for HeadClock {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until((Instant::now() + duration).into_std())
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadSleep {
+            deadline: Instant::from_std(deadline),
+            clock: self.clone(),
+            noted: false,
+        })
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
+            Some(mut sleep) => {
+                sleep.deadline = Instant::from_std(deadline);
+                sleep.noted = false;
+            }
+            None => *sleep = self.sleep_until(deadline),
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// One head's deadline (see [`HeadClock`]).
+struct HeadSleep {
+    deadline: Instant,
+    clock: HeadClock,
+    noted: bool,
+}
+
+impl std::future::Future for HeadSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        // No waker: the serving loop's sleep wakes this task by the noted deadline.
+        if !self.noted {
+            self.clock.note(self.deadline);
+            self.noted = true;
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        if self.noted {
+            self.clock.clear();
+        }
+    }
+}
+
 // === One connection ===
 
 /// An accepted connection's context: who it is, what serves it, and since when.
@@ -578,18 +692,22 @@ where
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Each HTTP/1 request head must arrive within the header timeout (hyper needs a timer).
+    let head_clock = HeadClock::new(accepted);
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(head_clock.clone())
         .header_read_timeout(limits.header_timeout);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     // The first request must arrive within the header timeout of the accept, whatever the
     // client sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing,
-    // which has no timeout of its own (slowloris).
-    let first_head = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
-    tokio::pin!(first_head);
-    let mut waiting_for_first = true;
+    // which has no timeout of its own (slowloris). Later, the same sleep wakes the
+    // connection for hyper's head timer (see `HeadClock`).
+    let head_check = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
+    tokio::pin!(head_check);
+    // Asked to finish (shutdown, idle): the loop goes on, polling the connection (and
+    // keeping the head timer) until it ends.
+    let mut draining = false;
     let mut idle_checked = limits.idle_timeout.is_some();
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
     let idle_check = tokio::time::sleep_until(deadline_after(activity.opened, idle_timeout));
@@ -597,11 +715,11 @@ where
     let result = loop {
         tokio::select! {
             result = connection.as_mut() => break result,
-            _ = signalled(&mut shutdown) => {
+            _ = signalled(&mut shutdown), if !draining => {
                 connection.as_mut().graceful_shutdown();
-                break connection.await;
+                draining = true;
             }
-            _ = &mut first_head, if waiting_for_first => {
+            _ = &mut head_check => {
                 if activity.requests.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(
                         client = %conn.client,
@@ -609,9 +727,16 @@ where
                     );
                     return;
                 }
-                waiting_for_first = false;
+                // Polling the connection next lets a head sleep that ran out see it. Any
+                // later deadline is at least a header timeout from now.
+                let now = Instant::now();
+                let next = head_clock
+                    .deadline()
+                    .filter(|&deadline| deadline > now)
+                    .unwrap_or_else(|| deadline_after(now, limits.header_timeout));
+                head_check.as_mut().reset(next);
             }
-            _ = &mut idle_check, if idle_checked => {
+            _ = &mut idle_check, if idle_checked && !draining => {
                 if activity.idle_left_to_hyper.load(Ordering::Relaxed) {
                     idle_checked = false;
                     continue;
@@ -624,7 +749,7 @@ where
                         );
                         // HTTP/1: closes at once if idle; HTTP/2: GOAWAY, then closes.
                         connection.as_mut().graceful_shutdown();
-                        break connection.await;
+                        draining = true;
                     }
                     Some(since) => idle_check.as_mut().reset(deadline_after(since, idle_timeout)),
                     // Busy: look again one timeout later (the request may end any time).

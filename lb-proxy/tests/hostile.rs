@@ -617,8 +617,8 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let proxy = proxy_with_limits(&server, limits, 1).await;
     let addr = proxy.addr();
 
-    // All shapes stall at once, so the test takes one timeout, not four.
-    let shapes: [(&str, &'static [u8]); 4] = [
+    // All shapes stall at once, so the test takes one timeout, not five.
+    let shapes: [(&str, &'static [u8]); 5] = [
         (
             "partial header",
             b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ",
@@ -628,6 +628,10 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
         (
             "a request, then a partial one",
             b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\nGET / HTTP/1.1\r\nX-Slow: ",
+        ),
+        (
+            "a request, then nothing",
+            b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n",
         ),
     ];
     let tasks: Vec<_> = shapes
@@ -647,8 +651,8 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
         "still open after {:?} without a complete request head: {open:?}",
         harness::PATIENCE
     );
-    // Only the one complete request reached the server.
-    assert_eq!(server.hits(), 1);
+    // Only the two complete requests reached the server.
+    assert_eq!(server.hits(), 2);
 }
 
 // === A client that stops reading ===
