@@ -39,8 +39,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::Response;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,6 +51,8 @@ use crate::body::{self, Body};
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use crate::forward::{ConnInfo, Proxy};
 use crate::workers::Workers;
+
+mod protocol;
 
 /// The default [`ConnectionLimits::header_timeout`]: how long a client has to send a request
 /// head (slowloris protection; HAProxy's `timeout http-request`, nginx's
@@ -690,19 +691,18 @@ where
         });
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     // Each HTTP/1 request head must arrive within the header timeout (hyper needs a timer).
     let head_clock = HeadClock::new(accepted);
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(head_clock.clone())
         .header_read_timeout(limits.header_timeout);
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
+    let mut connection = protocol::Connection::new(io, service, http1);
     // The first request must arrive within the header timeout of the accept, whatever the
-    // client sends or does not send: this also bounds hyper-util's HTTP/2-preface sniffing,
-    // which has no timeout of its own (slowloris). Later, the same sleep wakes the
-    // connection for hyper's head timer (see `HeadClock`).
+    // client sends or does not send: this also bounds the read of its first bytes (which
+    // tell HTTP/1 from HTTP/2; see `protocol`), which has no timeout of its own
+    // (slowloris). Later, the same sleep wakes the connection for hyper's head timer (see
+    // `HeadClock`).
     let head_check = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
     tokio::pin!(head_check);
     // Asked to finish (shutdown, idle): the loop goes on, polling the connection (and
@@ -714,9 +714,9 @@ where
     tokio::pin!(idle_check);
     let result = loop {
         tokio::select! {
-            result = connection.as_mut() => break result,
+            result = &mut connection => break result,
             _ = signalled(&mut shutdown), if !draining => {
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
                 draining = true;
             }
             _ = &mut head_check => {
@@ -748,7 +748,7 @@ where
                             "no request in flight for {idle_timeout:?}; closing"
                         );
                         // HTTP/1: closes at once if idle; HTTP/2: GOAWAY, then closes.
-                        connection.as_mut().graceful_shutdown();
+                        connection.graceful_shutdown();
                         draining = true;
                     }
                     Some(since) => idle_check.as_mut().reset(deadline_after(since, idle_timeout)),
