@@ -126,7 +126,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &
     // Every name removed below starts with `x` but `Forwarded`: one pass over the names
     // instead of seven lookups for the common request that has none of them.
     let may_forge = |name: &HeaderName| name.as_str().starts_with('x') || name == header::FORWARDED;
-    if !fwd.trust && headers.keys().any(may_forge) {
+    let forwarding = headers.keys().any(may_forge);
+    if !fwd.trust && forwarding {
         for name in [
             &X_FORWARDED_FOR,
             &X_FORWARDED_PROTO,
@@ -140,12 +141,16 @@ pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &
         }
         remove_underscore_spellings(headers);
     }
-    // X-Forwarded-For: the client's chain plus the client.
-    let chain: Vec<&[u8]> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
+    // X-Forwarded-For: the client's chain (kept only when trusted) plus the client.
+    let chain: Vec<&[u8]> = if fwd.trust && forwarding {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let xff = if chain.is_empty() {
         client.clone()
     } else {
@@ -164,7 +169,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, host: Option<&HeaderValue>, fwd: &
     if let Some(host) = host {
         set_if_absent(headers, &X_FORWARDED_HOST, host.clone());
     }
-    set_if_absent(headers, &X_FORWARDED_PORT, HeaderValue::from(fwd.port));
+    set_if_absent(headers, &X_FORWARDED_PORT, port_value(fwd.port));
     headers.insert(X_FORWARDED_SERVER.clone(), fwd.server.clone());
 }
 
@@ -199,6 +204,19 @@ fn remove_underscore_spellings(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// `port` as a header value: the last one made on this thread is kept, since a thread
+/// serves few listening ports (a clone of it bumps a count; a new one allocates).
+fn port_value(port: u16) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((made_for, value)) if *made_for == port => value.clone(),
+        _ => last.insert((port, HeaderValue::from(port))).1.clone(),
+    })
 }
 
 /// One hash of `name`, not two (`contains_key` then `insert`).
@@ -416,5 +434,12 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn each_port_gets_its_own_value_whichever_came_last() {
+        for port in [80, 8080, 80, 80, 443, 8080, 1] {
+            assert_eq!(port_value(port), port.to_string());
+        }
     }
 }
