@@ -117,7 +117,7 @@ pub struct Server {
     saturated: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     /// How many connections are open.
-    open: watch::Sender<usize>,
+    open: Arc<OpenCount>,
     /// The worker threads that accept and serve, or `None` to do both on the runtime
     /// that calls [`Server::serve`].
     workers: Option<Workers>,
@@ -127,15 +127,15 @@ pub struct Server {
 /// part of the socket ([`CountedStream`]), so an upgraded connection (WebSocket), whose
 /// socket hyper hands to the tunnel, counts until the tunnel closes.
 struct OpenConnection {
-    open: watch::Sender<usize>,
+    open: Arc<OpenCount>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl OpenConnection {
-    fn new(open: &watch::Sender<usize>, slot: Option<OwnedSemaphorePermit>) -> Self {
-        open.send_modify(|n| *n += 1);
+    fn new(open: &Arc<OpenCount>, slot: Option<OwnedSemaphorePermit>) -> Self {
+        open.count.fetch_add(1, Ordering::AcqRel);
         Self {
-            open: open.clone(),
+            open: Arc::clone(open),
             _slot: slot,
         }
     }
@@ -143,7 +143,34 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.open.send_modify(|n| *n -= 1);
+        if self.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.open.none.notify_waiters();
+        }
+    }
+}
+
+/// How many connections are open, shared by every accept loop and worker: one atomic add
+/// as a connection opens and one as it closes, no lock, and a wake-up only for the close
+/// that leaves none open (what [`Server::shutdown`] waits for).
+#[derive(Debug, Default)]
+struct OpenCount {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+impl OpenCount {
+    /// Returns once no connection is open.
+    async fn none_open(&self) {
+        loop {
+            let notified = self.none.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a close to zero in between wakes it.
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -242,7 +269,7 @@ impl Server {
                 .map(|max| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))),
             saturated: Arc::new(AtomicBool::new(false)),
             shutdown: watch::Sender::new(false),
-            open: watch::Sender::new(0),
+            open: Arc::new(OpenCount::default()),
             workers: None,
         }
     }
@@ -287,7 +314,7 @@ impl Server {
             stopped,
             shutdown: self.shutdown.subscribe(),
             proxy: Arc::clone(&self.proxy),
-            open: self.open.clone(),
+            open: Arc::clone(&self.open),
             limits: self.limits,
             slots: self.slots.clone(),
             saturated: Arc::clone(&self.saturated),
@@ -320,15 +347,14 @@ impl Server {
     /// until they end or the deadline passes.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let _ = self.shutdown.send(true);
-        let mut open = self.open.subscribe();
-        tokio::time::timeout(deadline, open.wait_for(|n| *n == 0))
+        tokio::time::timeout(deadline, self.open.none_open())
             .await
             .is_ok()
     }
 
     /// How many connections are open.
     pub fn open_connections(&self) -> usize {
-        *self.open.borrow()
+        self.open.count.load(Ordering::Acquire)
     }
 }
 
@@ -340,7 +366,7 @@ struct Acceptor {
     stopped: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
     proxy: Arc<Proxy>,
-    open: watch::Sender<usize>,
+    open: Arc<OpenCount>,
     limits: ConnectionLimits,
     slots: Option<Arc<Semaphore>>,
     saturated: Arc<AtomicBool>,
@@ -770,4 +796,32 @@ fn deadline_after(start: Instant, after: Duration) -> Instant {
     start
         .checked_add(after)
         .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `none_open` returns at once with nothing open, and otherwise when the last of the
+    /// open connections closes, not before.
+    #[tokio::test]
+    async fn none_open_waits_for_the_last_close() {
+        let open = Arc::new(OpenCount::default());
+        open.none_open().await;
+        let first = OpenConnection::new(&open, None);
+        let second = OpenConnection::new(&open, None);
+        let waiter = tokio::spawn({
+            let open = Arc::clone(&open);
+            async move { open.none_open().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still open");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last close")
+            .expect("the waiter");
+        assert_eq!(open.count.load(Ordering::Acquire), 0);
+    }
 }
