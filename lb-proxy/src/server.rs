@@ -457,6 +457,58 @@ async fn signalled(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|raised| *raised).await;
 }
 
+/// A future polled only when its own waker fired (and on its first poll), not each time
+/// the task awaiting it wakes. A connection's task wakes a few times per request for its
+/// socket; polling its shutdown signal each time cost a lock of the watch channel's waiter
+/// list per wake-up.
+struct PolledWhenWoken<F> {
+    future: Pin<Box<F>>,
+    wake: Arc<BranchWake>,
+}
+
+/// Whether a [`PolledWhenWoken`] future was woken, and the task to wake for it.
+#[derive(Default)]
+struct BranchWake {
+    woken: AtomicBool,
+    task: atomic_waker::AtomicWaker,
+}
+
+impl std::task::Wake for BranchWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: std::future::Future> PolledWhenWoken<F> {
+    fn new(future: F) -> Self {
+        let wake = BranchWake::default();
+        // The first poll polls the future.
+        wake.woken.store(true, Ordering::Relaxed);
+        Self {
+            future: Box::pin(future),
+            wake: Arc::new(wake),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for PolledWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.wake.task.register(cx.waker());
+        if !self.wake.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = std::task::Waker::from(Arc::clone(&self.wake));
+        self.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
 // === Idle tracking ===
 
 /// What one connection's requests tell its task: how many arrived, how many are in
@@ -734,6 +786,7 @@ where
     // Asked to finish (shutdown, idle): the loop goes on, polling the connection (and
     // keeping the head timer) until it ends.
     let mut draining = false;
+    let mut shutdown_signal = PolledWhenWoken::new(signalled(&mut shutdown));
     let mut idle_checked = limits.idle_timeout.is_some();
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
     let idle_check = tokio::time::sleep_until(deadline_after(activity.opened, idle_timeout));
@@ -741,7 +794,7 @@ where
     let result = loop {
         tokio::select! {
             result = &mut connection => break result,
-            _ = signalled(&mut shutdown), if !draining => {
+            _ = &mut shutdown_signal, if !draining => {
                 connection.graceful_shutdown();
                 draining = true;
             }
@@ -823,5 +876,40 @@ mod tests {
             .expect("woken by the last close")
             .expect("the waiter");
         assert_eq!(open.count.load(Ordering::Acquire), 0);
+    }
+
+    /// The wrapped future is polled on the first poll and after its own waker fired, not on
+    /// the task's other wake-ups, and it still completes.
+    #[test]
+    fn a_branch_is_polled_only_when_its_waker_fired() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let saved: Arc<std::sync::Mutex<Option<std::task::Waker>>> = Arc::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let inner = std::future::poll_fn({
+            let (polls, saved, done) = (polls.clone(), saved.clone(), done.clone());
+            move |cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                *saved.lock().unwrap() = Some(cx.waker().clone());
+                if done.load(Ordering::SeqCst) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+        });
+        let mut branch = PolledWhenWoken::new(inner);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..5 {
+            assert!(Pin::new(&mut branch).poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "polled once for five task wake-ups"
+        );
+        done.store(true, Ordering::SeqCst);
+        saved.lock().unwrap().take().expect("a waker").wake();
+        assert!(Pin::new(&mut branch).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 }
