@@ -457,10 +457,11 @@ async fn signalled(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|raised| *raised).await;
 }
 
-/// A future polled only when its own waker fired (and on its first poll), not each time
-/// the task awaiting it wakes. A connection's task wakes a few times per request for its
-/// socket; polling its shutdown signal each time cost a lock of the watch channel's waiter
-/// list per wake-up.
+/// A future polled only when its own waker fired (and on its first poll, and after
+/// [`inner`](Self::inner)), not each time the task awaiting it wakes. A connection's task
+/// wakes a few times per request for its socket; polling its shutdown signal and its two
+/// check timers each time cost a lock of the watch channel's waiter list and two timer
+/// polls per wake-up.
 struct PolledWhenWoken<F> {
     future: Pin<Box<F>>,
     wake: Arc<BranchWake>,
@@ -493,6 +494,12 @@ impl<F: std::future::Future> PolledWhenWoken<F> {
             future: Box::pin(future),
             wake: Arc::new(wake),
         }
+    }
+
+    /// The future, to change (a sleep's deadline): it is polled on the next poll.
+    fn inner(&mut self) -> Pin<&mut F> {
+        self.wake.woken.store(true, Ordering::Release);
+        self.future.as_mut()
     }
 }
 
@@ -781,16 +788,20 @@ where
     // tell HTTP/1 from HTTP/2; see `protocol`), which has no timeout of its own
     // (slowloris). Later, the same sleep wakes the connection for hyper's head timer (see
     // `HeadClock`).
-    let head_check = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
-    tokio::pin!(head_check);
+    let mut head_check = PolledWhenWoken::new(tokio::time::sleep_until(deadline_after(
+        accepted,
+        limits.header_timeout,
+    )));
     // Asked to finish (shutdown, idle): the loop goes on, polling the connection (and
     // keeping the head timer) until it ends.
     let mut draining = false;
     let mut shutdown_signal = PolledWhenWoken::new(signalled(&mut shutdown));
     let mut idle_checked = limits.idle_timeout.is_some();
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
-    let idle_check = tokio::time::sleep_until(deadline_after(activity.opened, idle_timeout));
-    tokio::pin!(idle_check);
+    let mut idle_check = PolledWhenWoken::new(tokio::time::sleep_until(deadline_after(
+        activity.opened,
+        idle_timeout,
+    )));
     let result = loop {
         tokio::select! {
             result = &mut connection => break result,
@@ -813,7 +824,7 @@ where
                     .deadline()
                     .filter(|&deadline| deadline > now)
                     .unwrap_or_else(|| deadline_after(now, limits.header_timeout));
-                head_check.as_mut().reset(next);
+                head_check.inner().reset(next);
             }
             _ = &mut idle_check, if idle_checked && !draining => {
                 if activity.idle_left_to_hyper.load(Ordering::Relaxed) {
@@ -830,10 +841,10 @@ where
                         connection.graceful_shutdown();
                         draining = true;
                     }
-                    Some(since) => idle_check.as_mut().reset(deadline_after(since, idle_timeout)),
+                    Some(since) => idle_check.inner().reset(deadline_after(since, idle_timeout)),
                     // Busy: look again one timeout later (the request may end any time).
                     None => idle_check
-                        .as_mut()
+                        .inner()
                         .reset(deadline_after(Instant::now(), idle_timeout)),
                 }
             }
