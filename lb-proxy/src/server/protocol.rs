@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -25,7 +26,8 @@ use crate::body::Body;
 /// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How much the first read asks for: most request heads fit.
+/// How much the first read asks for (on the stack; what arrives is copied out): most
+/// request heads fit.
 const FIRST_READ: usize = 4096;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -152,13 +154,12 @@ fn poll_protocol<I: Read + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<Option<Protocol>>> {
     loop {
-        let before = read.len();
-        read.resize(before + FIRST_READ, 0);
-        let mut buf = hyper::rt::ReadBuf::new(&mut read[before..]);
-        let polled = Pin::new(&mut *io).poll_read(cx, buf.unfilled());
+        // On the stack: a connection waiting for its first bytes holds no buffer.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut buf = hyper::rt::ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(&mut *io).poll_read(cx, buf.unfilled()))?;
         let filled = buf.filled().len();
-        read.truncate(before + filled);
-        ready!(polled)?;
+        read.extend_from_slice(buf.filled());
         let seen = read.len().min(H2_PREFACE.len());
         if read[..seen] != H2_PREFACE[..seen] {
             return Poll::Ready(Ok(Some(Protocol::Http1)));
@@ -188,6 +189,10 @@ impl<I: Read + Unpin> Read for Prefixed<I> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Frees the first read's buffer instead of keeping it for the connection.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
