@@ -287,18 +287,6 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_formatted_as_their_text() {
-        for ip in [
-            "10.1.2.3",
-            "::1",
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
-        ] {
-            let parsed: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_header_value(parsed), parsed.to_string().as_str());
-        }
-    }
-
-    #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
         let mut h = map(&[
             ("connection", "keep-alive, X-Secret"),
@@ -323,8 +311,10 @@ mod tests {
             "10.20.30.40",
             "255.255.255.255",
             "1.100.99.109",
+            "10.1.2.3",
             "::1",
             "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_header_value(ip), ip.to_string().as_str());

@@ -462,8 +462,9 @@ async fn signalled(flag: &mut watch::Receiver<bool>) {
 /// wakes a few times per request for its socket; polling its shutdown signal and its two
 /// check timers each time cost a lock of the watch channel's waiter list and two timer
 /// polls per wake-up.
-struct PolledWhenWoken<F> {
-    future: Pin<Box<F>>,
+struct PolledWhenWoken<'a, F> {
+    /// Pinned by the caller (on its stack), not boxed: three per connection.
+    future: Pin<&'a mut F>,
     wake: Arc<BranchWake>,
 }
 
@@ -485,13 +486,13 @@ impl std::task::Wake for BranchWake {
     }
 }
 
-impl<F: std::future::Future> PolledWhenWoken<F> {
-    fn new(future: F) -> Self {
+impl<'a, F: std::future::Future> PolledWhenWoken<'a, F> {
+    fn new(future: Pin<&'a mut F>) -> Self {
         let wake = BranchWake::default();
         // The first poll polls the future.
         wake.woken.store(true, Ordering::Relaxed);
         Self {
-            future: Box::pin(future),
+            future,
             wake: Arc::new(wake),
         }
     }
@@ -503,7 +504,7 @@ impl<F: std::future::Future> PolledWhenWoken<F> {
     }
 }
 
-impl<F: std::future::Future> std::future::Future for PolledWhenWoken<F> {
+impl<F: std::future::Future> std::future::Future for PolledWhenWoken<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -788,20 +789,20 @@ where
     // tell HTTP/1 from HTTP/2; see `protocol`), which has no timeout of its own
     // (slowloris). Later, the same sleep wakes the connection for hyper's head timer (see
     // `HeadClock`).
-    let mut head_check = PolledWhenWoken::new(tokio::time::sleep_until(deadline_after(
-        accepted,
-        limits.header_timeout,
-    )));
+    let head_sleep = tokio::time::sleep_until(deadline_after(accepted, limits.header_timeout));
+    tokio::pin!(head_sleep);
+    let mut head_check = PolledWhenWoken::new(head_sleep);
     // Asked to finish (shutdown, idle): the loop goes on, polling the connection (and
     // keeping the head timer) until it ends.
     let mut draining = false;
-    let mut shutdown_signal = PolledWhenWoken::new(signalled(&mut shutdown));
+    let shutdown_signalled = signalled(&mut shutdown);
+    tokio::pin!(shutdown_signalled);
+    let mut shutdown_signal = PolledWhenWoken::new(shutdown_signalled);
     let mut idle_checked = limits.idle_timeout.is_some();
     let idle_timeout = limits.idle_timeout.unwrap_or(Duration::MAX);
-    let mut idle_check = PolledWhenWoken::new(tokio::time::sleep_until(deadline_after(
-        activity.opened,
-        idle_timeout,
-    )));
+    let idle_sleep = tokio::time::sleep_until(deadline_after(activity.opened, idle_timeout));
+    tokio::pin!(idle_sleep);
+    let mut idle_check = PolledWhenWoken::new(idle_sleep);
     let result = loop {
         tokio::select! {
             result = &mut connection => break result,
@@ -908,6 +909,7 @@ mod tests {
                 }
             }
         });
+        let inner = std::pin::pin!(inner);
         let mut branch = PolledWhenWoken::new(inner);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..5 {
