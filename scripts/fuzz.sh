@@ -18,7 +18,7 @@
 # Runs are seeded (fixed RngSeed in each suite), so a failure reproduces with the same case
 # count; proptest prints the minimal failing input.
 #
-# Build profile "fuzz": release optimisation with overflow checks and debug assertions on,
+# Build profile "fuzz": release optimisation (without LTO) with overflow checks and debug assertions on,
 # so an arithmetic overflow is a panic the properties catch instead of a silently wrong
 # value. It is defined here through environment variables and builds into its own
 # directory (target/fuzz), leaving the release artifacts alone.
@@ -33,6 +33,10 @@ export PROPTEST_CASES="${PROPTEST_CASES:-100000}"
 export CARGO_PROFILE_FUZZ_INHERITS=release
 export CARGO_PROFILE_FUZZ_OVERFLOW_CHECKS=true
 export CARGO_PROFILE_FUZZ_DEBUG_ASSERTIONS=true
+# Properties do not need release's whole-program optimisation, only its speed: skip the
+# slow link.
+export CARGO_PROFILE_FUZZ_LTO=false
+export CARGO_PROFILE_FUZZ_CODEGEN_UNITS=16
 # Proptest reports each panic it catches while shrinking; one backtrace is plenty.
 export RUST_BACKTRACE=0
 
