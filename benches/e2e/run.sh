@@ -25,7 +25,9 @@
 #
 # Usage: benches/e2e/run.sh [variant...]
 # Env:   DURATION (seconds per run, default 3), WARMUP (default 1), REPS (default 3),
-#        CONNS (default 50), OUT (results dir, default target/e2e)
+#        CONNS (default 50), OUT (results dir, default target/e2e),
+#        LBPROXY (the lbproxy binary, default target/release/lbproxy; scripts/pgo.sh makes
+#        target/pgo/lbproxy)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,6 +54,7 @@ export PATH="$PATH:/usr/sbin"
 
 cargo build --release --quiet -p lb-proxy --bin lbproxy -p lb-benches --bin e2e-backend
 BIN=target/release
+LBPROXY=${LBPROXY:-$BIN/lbproxy}
 
 LB_PORT=18081 NGINX_PORT=18082 HAPROXY_PORT=18083 API_PORT=18182 BACKEND_PORT=19000
 HOST=bench.local
@@ -175,6 +178,7 @@ summary="$OUT/summary.txt"
 {
   echo "# e2e $(date -u +%FT%TZ) $(nproc) cores, DURATION=${DURATION}s REPS=$REPS CONNS=$CONNS"
   echo "# $(nginx -v 2>&1 | tr -d '\n'); $(haproxy -v | head -1); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "# lbproxy: $LBPROXY"
   printf "%-10s %-8s %9s %8s %8s %9s %7s\n" variant proxy req/s p50_ms p99_ms cpu_us/req non2xx
 } | tee "$summary"
 
@@ -193,7 +197,7 @@ for variant in "${VARIANTS[@]}"; do
   taskset -c 0 "$BIN/e2e-backend" --port "$BACKEND_PORT" --count "$count" --size "$size" 2>/dev/null &
   backend=$!
   pids+=("$backend")
-  taskset -c 1 "$BIN/lbproxy" --registry "file://$work/lbproxy.toml" --listen "127.0.0.1:$LB_PORT" \
+  taskset -c 1 "$LBPROXY" --registry "file://$work/lbproxy.toml" --listen "127.0.0.1:$LB_PORT" \
     --api "127.0.0.1:$API_PORT" --workers 1 --log-level warn >"$work/lbproxy.log" 2>&1 &
   lb=$!
   taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 &
