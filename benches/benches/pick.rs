@@ -2,7 +2,8 @@
 //! that releases its in-flight slot) for every strategy, at 3, 100 and 1000 servers.
 //!
 //! Groups are `pick/<strategy>/<servers>`; `sticky` is round robin with a sticky cookie that
-//! names a server. Single-threaded, all servers healthy, weights cycling 1..=4, a new key per
+//! names a server; `maglev-bounded` is maglev with a bounded load of 150 %
+//! (`HashBalanceFactor`; off by default). Single-threaded, all servers healthy, weights cycling 1..=4, a new key per
 //! iteration for the hashing strategies, an injected clock advancing 1 µs per pick. p2c-ewma
 //! servers carry real latency samples. Each iteration is one pick plus the drop of the pick
 //! (which releases its in-flight slot).
@@ -22,25 +23,28 @@ struct Case {
     label: &'static str,
     strategy: Strategy,
     sticky: bool,
+    bounded: bool,
 }
 
-const fn case(label: &'static str, strategy: Strategy, sticky: bool) -> Case {
+const fn case(label: &'static str, strategy: Strategy, sticky: bool, bounded: bool) -> Case {
     Case {
         label,
         strategy,
         sticky,
+        bounded,
     }
 }
 
-const CASES: [Case; 8] = [
-    case("roundrobin", Strategy::RoundRobin, false),
-    case("wrr", Strategy::WeightedRoundRobin, false),
-    case("leastrequest", Strategy::LeastRequest, false),
-    case("p2c-ewma", Strategy::PeakEwma, false),
-    case("random", Strategy::Random, false),
-    case("hash", Strategy::Hash, false),
-    case("maglev", Strategy::Maglev, false),
-    case("sticky", Strategy::RoundRobin, true),
+const CASES: [Case; 9] = [
+    case("roundrobin", Strategy::RoundRobin, false, false),
+    case("wrr", Strategy::WeightedRoundRobin, false, false),
+    case("leastrequest", Strategy::LeastRequest, false, false),
+    case("p2c-ewma", Strategy::PeakEwma, false, false),
+    case("random", Strategy::Random, false, false),
+    case("hash", Strategy::Hash, false, false),
+    case("maglev", Strategy::Maglev, false, false),
+    case("maglev-bounded", Strategy::Maglev, false, true),
+    case("sticky", Strategy::RoundRobin, true, false),
 ];
 
 fn balancer(case: &Case, ids: &[String], now: Instant) -> Balancer {
@@ -52,6 +56,9 @@ fn balancer(case: &Case, ids: &[String], now: Instant) -> Balancer {
     let mut config = BalancerConfig::new(case.strategy).with_seed(1);
     if case.sticky {
         config = config.with_sticky_cookie("lb");
+    }
+    if case.bounded {
+        config = config.with_hash_balance_factor(Some(1.5));
     }
     let b = Balancer::build("bench", &specs, &config, &StateStore::new(), now)
         .expect("distinct server ids");

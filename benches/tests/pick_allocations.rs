@@ -61,8 +61,12 @@ fn picks_and_completions(b: &Balancer, t0: Instant, cookie: Option<&str>) {
 fn pick_and_complete_allocate_nothing_for_every_strategy() {
     let t0 = Instant::now();
     let ids = ids();
-    for strategy in Strategy::ALL {
-        let config = BalancerConfig::new(strategy).with_slow_start(Duration::from_secs(30));
+    // Every strategy, and the hashing ones again with bounded load (off by default).
+    let bounded = [Strategy::Hash, Strategy::Maglev].map(|s| (s, Some(1.5)));
+    for (strategy, factor) in Strategy::ALL.map(|s| (s, None)).into_iter().chain(bounded) {
+        let config = BalancerConfig::new(strategy)
+            .with_slow_start(Duration::from_secs(30))
+            .with_hash_balance_factor(factor);
         // Half the servers join after the first build, so they are ramping (slow start).
         let store = StateStore::new();
         let half: Vec<ServerSpec<'_>> = ids[..SERVERS / 2]
@@ -77,7 +81,7 @@ fn pick_and_complete_allocate_nothing_for_every_strategy() {
         let allocations = count(|| picks_and_completions(&b, t0, None));
         assert_eq!(
             allocations, 0,
-            "{strategy}: {allocations} allocations in {PICKS} picks"
+            "{strategy} (bound {factor:?}): {allocations} allocations in {PICKS} picks"
         );
     }
 }

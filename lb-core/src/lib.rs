@@ -10,13 +10,13 @@
 //!
 //! [`balance`] chooses a server of a backend for each request: round robin, nginx's smooth
 //! weighted round robin, least request and peak-EWMA (both power of two choices), weighted
-//! random, and Maglev consistent hashing with bounded load; with sticky cookies, slow start,
-//! `MaxConnsPerServer`, passive ejection, retry picks that skip tried servers, and failing
-//! open when every server is down. It is sync and sans-io: the caller passes the time in,
-//! randomness is seeded, and a pick neither locks nor allocates. Per-server runtime state
+//! random, and Maglev consistent hashing with optional bounded load; with sticky cookies, slow
+//! start, `MaxConnsPerServer`, passive ejection, retry picks that skip tried servers, and
+//! failing open when every server is down. It is sync and sans-io: the caller passes the time
+//! in, randomness is seeded, and a pick neither locks nor allocates. Per-server runtime state
 //! lives in a [`balance::StateStore`] keyed by (backend id, server id), so rebuilding a
-//! balancer for a new snapshot keeps in-flight counts, latency estimates, health, ejections
-//! and slow-start clocks.
+//! balancer for a new snapshot keeps in-flight counts, latency estimates, health, ejections and
+//! slow-start clocks.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

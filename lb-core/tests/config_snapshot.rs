@@ -445,7 +445,7 @@ fn durations_must_be_positive() {
 fn backend_extensions_become_balancer_and_health_configs() {
     let s = build(&[(
         "backends/b1/backend",
-        r#"{"Settings":{"Balancer":{"Type":"maglev","Key":"request.header.X-User","Sticky":{"Cookie":"lb"},"WhenAllDown":"refuse"},
+        r#"{"Settings":{"Balancer":{"Type":"maglev","Key":"request.header.X-User","Sticky":{"Cookie":"lb"},"WhenAllDown":"refuse","HashBalanceFactor":150},
             "HealthCheck":{"Path":"/health","Interval":"3s","Timeout":"1s","Window":10,"Threshold":8,"ExpectedStatus":"200-299"},
             "SlowStart":"30s","MaxConnsPerServer":7,"Ejection":{"ConsecutiveFailures":2,"Count5xx":true}}}"#,
     )]);
@@ -455,6 +455,7 @@ fn backend_extensions_become_balancer_and_health_configs() {
     assert_eq!(b.balancer.key, Some(HashKey::Header("X-User".into())));
     assert_eq!(b.balancer.sticky.as_ref().unwrap().cookie, "lb");
     assert_eq!(b.balancer.when_all_down, WhenAllDown::Refuse);
+    assert_eq!(b.balancer.hash_balance_factor, Some(1.5));
     assert_eq!(b.balancer.slow_start, Duration::from_secs(30));
     assert_eq!(b.balancer.max_conns_per_server, 7);
     assert_eq!(b.balancer.ejection.consecutive_failures, 2);
@@ -484,6 +485,14 @@ fn backend_extensions_become_balancer_and_health_configs() {
             "backends/b5/backend",
             r#"{"Settings":{"Balancer":{"Type":"hash"}}}"#,
         ),
+        (
+            "backends/b6/backend",
+            r#"{"Settings":{"Balancer":{"Type":"maglev","HashBalanceFactor":90}}}"#,
+        ),
+        (
+            "backends/b7/backend",
+            r#"{"Settings":{"Balancer":{"Type":"maglev","HashBalanceFactor":0}}}"#,
+        ),
     ]);
     assert!(message_for(&s, "backends/b1/backend").starts_with("Settings.Balancer.Type"));
     assert!(message_for(&s, "backends/b2/backend").starts_with("Settings.Balancer.Key"));
@@ -496,6 +505,16 @@ fn backend_extensions_become_balancer_and_health_configs() {
         Some(HashKey::ClientIp),
         "hash defaults to the client IP"
     );
+    assert_eq!(
+        s.backend("b5").unwrap().balancer.hash_balance_factor,
+        None,
+        "bounded load is off unless asked for, as in HAProxy and Envoy"
+    );
+    assert!(
+        message_for(&s, "backends/b6/backend")
+            .starts_with("Settings.Balancer.HashBalanceFactor 90: must be 0 (off) or at least 100")
+    );
+    assert_eq!(s.backend("b7").unwrap().balancer.hash_balance_factor, None);
 }
 
 #[test]

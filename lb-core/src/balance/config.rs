@@ -265,7 +265,9 @@ pub struct BalancerConfig {
     /// Bounded-load factor for the hashing strategies ("Consistent Hashing with Bounded
     /// Loads", Mirrokni, Thorup, Zadimoghaddam, 2016): a server whose in-flight count would
     /// exceed `factor × average` is passed over for the next server in the table. `None`
-    /// turns the bound off (pure consistent hashing). Values below 1 act as 1.
+    /// (the default, as HAProxy's and Envoy's) turns the bound off: pure consistent hashing.
+    /// Values below 1 act as 1. The bound costs every pick of the backend two more atomic
+    /// read-modify-writes (its in-flight total).
     pub hash_balance_factor: Option<f64>,
     /// Peak-EWMA tuning.
     pub ewma: EwmaConfig,
@@ -285,7 +287,7 @@ impl BalancerConfig {
             slow_start: Duration::ZERO,
             max_conns_per_server: 0,
             when_all_down: WhenAllDown::FailOpen,
-            hash_balance_factor: Some(1.25),
+            hash_balance_factor: None,
             ewma: EwmaConfig::default(),
             ejection: EjectionConfig::default(),
             seed: 0,
@@ -439,12 +441,15 @@ mod tests {
     }
 
     #[test]
-    fn default_config_is_fail_open_round_robin_without_limits() {
+    fn default_config_is_fail_open_round_robin_without_limits_or_bounded_load() {
         let cfg = BalancerConfig::default();
         assert_eq!(cfg.strategy, Strategy::RoundRobin);
         assert_eq!(cfg.when_all_down, WhenAllDown::FailOpen);
         assert_eq!(cfg.max_conns_per_server, 0);
         assert_eq!(cfg.slow_start, Duration::ZERO);
-        assert_eq!(cfg.hash_balance_factor, Some(1.25));
+        assert_eq!(
+            cfg.hash_balance_factor, None,
+            "bounded load is opt-in, as in HAProxy and Envoy"
+        );
     }
 }

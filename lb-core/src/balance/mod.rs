@@ -21,7 +21,7 @@
 //! | `leastrequest` | [`least_request`] | [`p2c`] over in-flight requests per weight |
 //! | `p2c-ewma` | [`peak_ewma`] | [`p2c`] over peak-EWMA latency × (in-flight + 1) |
 //! | `random` | [`random`] | weighted random (alias method) |
-//! | `hash`, `maglev` | [`maglev`] | Maglev consistent hashing of the request key, bounded load |
+//! | `hash`, `maglev` | [`maglev`] | Maglev consistent hashing of the request key, optional bounded load (`HashBalanceFactor`) |
 //!
 //! On top of every strategy: [`sticky`] cookies, [`slow_start`], health and passive
 //! [`ejection`], `MaxConnsPerServer`, retry picks that avoid the servers in a [`TriedSet`],

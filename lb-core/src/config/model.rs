@@ -250,6 +250,17 @@ pub struct BalancerSettings {
         skip_serializing_if = "String::is_empty"
     )]
     pub when_all_down: String,
+    /// Bounded load for `hash` and `maglev`, in percent of the average in-flight load (as
+    /// HAProxy's `hash-balance-factor` and Envoy's `hash_balance_factor`): with 150, a server
+    /// already at 1.5 times the average is passed over for the next one in the table. Absent
+    /// or 0: off (pure consistent hashing, the default as in both). Otherwise at least 100.
+    /// Ignored by the other strategies.
+    #[serde(
+        rename = "HashBalanceFactor",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hash_balance_factor: Option<u32>,
 }
 
 /// `Settings.Balancer.Sticky` (ours).

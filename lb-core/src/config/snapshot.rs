@@ -1331,6 +1331,16 @@ fn balancer_config(settings: &BackendSettings) -> Result<BalancerConfig, String>
             ));
         }
     });
+    config = config.with_hash_balance_factor(match balancer.hash_balance_factor {
+        None | Some(0) => None,
+        Some(percent @ 100..) => Some(f64::from(percent) / 100.0),
+        Some(percent) => {
+            return Err(format!(
+                "Settings.Balancer.HashBalanceFactor {percent}: must be 0 (off) or at least 100 \
+                 (percent of the average load)"
+            ));
+        }
+    });
     if let Some(slow_start) = settings.slow_start {
         config = config.with_slow_start(slow_start);
     }

@@ -525,6 +525,10 @@ pub struct BackendUpsert {
     /// The hash key of hash and maglev: client.ip, request.header.NAME, request.cookie.NAME.
     #[arg(long, value_name = "KEY")]
     balancer_key: Option<String>,
+    /// Bounded load of hash and maglev, in percent of the average (e.g. 150; 0: off, the
+    /// default).
+    #[arg(long, value_name = "PERCENT")]
+    hash_balance_factor: Option<u32>,
     /// Sticky sessions with this cookie.
     #[arg(long, value_name = "NAME")]
     sticky_cookie: Option<String>,
@@ -592,6 +596,11 @@ impl BackendUpsert {
         );
         set_opt(&mut o, &[s, "Balancer", "Type"], self.balancer.clone());
         set_opt(&mut o, &[s, "Balancer", "Key"], self.balancer_key.clone());
+        set_opt(
+            &mut o,
+            &[s, "Balancer", "HashBalanceFactor"],
+            self.hash_balance_factor,
+        );
         set_opt(
             &mut o,
             &[s, "Balancer", "Sticky", "Cookie"],
@@ -1327,6 +1336,8 @@ mod tests {
             "hash",
             "--balancer-key",
             "client.ip",
+            "--hash-balance-factor",
+            "150",
             "--health-path",
             "/health",
             "--health-interval",
@@ -1346,7 +1357,7 @@ mod tests {
                 "Id": "b1", "Type": "http",
                 "Settings": {
                     "Timeouts": {"Read": "5s", "Dial": "1s"},
-                    "Balancer": {"Type": "hash", "Key": "client.ip"},
+                    "Balancer": {"Type": "hash", "Key": "client.ip", "HashBalanceFactor": 150},
                     "HealthCheck": {"Path": "/health", "Interval": "3s", "Window": 10, "Threshold": 8},
                     "MaxConnsPerServer": 100,
                 },
