@@ -11,7 +11,8 @@
 //! and the next server's turn is skipped once, and a thread that stores late moves the
 //! rotation back a few places: under concurrency round robin is fair on average, not turn
 //! by turn — which it never was anyway between the moment a server is chosen and the
-//! moment its request starts. A position left beyond `n` by a larger balancer of the same
+//! moment its request starts, nor in nginx, whose worker processes each keep their own
+//! rotation unless the upstream has a shared-memory `zone`. A position left beyond `n` by a larger balancer of the same
 //! backend is folded back into range.
 //!
 //! The cursor belongs to the backend, not to the balancer, so it survives rebuilds: after a
