@@ -3,9 +3,9 @@
 //!
 //! Groups are `pick/<strategy>/<servers>`; `sticky` is round robin with a sticky cookie that
 //! names a server; `maglev-bounded` is maglev with a bounded load of 150 %
-//! (`HashBalanceFactor`; off by default). Single-threaded, all servers healthy, weights cycling 1..=4, a new key per
-//! iteration for the hashing strategies, an injected clock advancing 1 µs per pick. p2c-ewma
-//! servers carry real latency samples. Each iteration is one pick plus the drop of the pick
+//! (`HashBalanceFactor`; off by default). Single-threaded, all servers healthy, weights
+//! cycling 1..=4, a new key per iteration for the hashing strategies, an injected clock
+//! advancing 1 µs per pick. p2c-ewma servers carry real latency samples. Each iteration is one pick plus the drop of the pick
 //! (which releases its in-flight slot).
 
 use std::hint::black_box;
