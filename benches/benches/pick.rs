@@ -5,8 +5,9 @@
 //! names a server; `maglev-bounded` is maglev with a bounded load of 150 %
 //! (`HashBalanceFactor`; off by default). Single-threaded, all servers healthy, weights
 //! cycling 1..=4, a new key per iteration for the hashing strategies, an injected clock
-//! advancing 1 µs per pick. p2c-ewma servers carry real latency samples. Each iteration is one pick plus the drop of the pick
-//! (which releases its in-flight slot).
+//! advancing 1 µs per pick. Every server carries a real latency sample, as once a backend
+//! has served for a moment. Each iteration is one pick plus the drop of the pick (which
+//! releases its in-flight slot).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -62,7 +63,12 @@ fn balancer(case: &Case, ids: &[String], now: Instant) -> Balancer {
     }
     let b = Balancer::build("bench", &specs, &config, &StateStore::new(), now)
         .expect("distinct server ids");
-    // Give every server a latency sample (p2c-ewma) and warm everything once.
+    // Every server has answered before: a latency sample each (p2c-ewma's steady state;
+    // a server without one costs a branch more to compare), then everything warmed once.
+    for (i, server) in b.servers().enumerate() {
+        let rtt = Duration::from_micros(500 + (i as u64 * 37) % 1000);
+        let _ = server.observe(Outcome::Success, Some(rtt), now);
+    }
     for i in 0..4 * ids.len() as u64 {
         if let Some(pick) = b.pick(&PickContext::new(now).with_key(i)) {
             let rtt = Duration::from_micros(500 + (i * 37) % 1000);

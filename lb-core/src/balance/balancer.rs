@@ -26,7 +26,7 @@ use std::time::Instant;
 use super::config::{BalancerConfig, EwmaConfig, Strategy, WhenAllDown};
 use super::least_request;
 use super::maglev::Maglev;
-use super::p2c;
+use super::p2c::{self, Cost};
 use super::pick::{COUNTED, FAIL_OPEN, Pick, PickContext, SET_COOKIE, STICKY_HIT};
 use super::random::{ATTEMPTS, WeightedSampler};
 use super::rng::{LocalRng, SharedRng, below, unit};
@@ -153,22 +153,28 @@ impl Select for &SmoothWeighted {
 impl Select for LeastRequest<'_> {
     #[inline(always)]
     fn select(&self, _: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
-        p2c::select(self.0, c, least_request::cheaper)
+        p2c::select::<least_request::InFlight>(self.0, c)
     }
 }
 
 impl Select for PeakEwma<'_> {
     #[inline(always)]
-    fn select(&self, b: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
-        p2c::select(self.0, c, |c, x, y| {
-            let load = |m: u32| {
-                let state = &c.member(m).state;
-                state
-                    .ewma
-                    .load(c.now_ns(), b.default_rtt_ns, state.in_flight())
-            };
-            load(x).cheaper_than(load(y), b.decay_ns)
-        })
+    fn select(&self, _: &Balancer, c: &mut Chooser<'_>, _: &PickContext<'_>) -> Option<u32> {
+        p2c::select::<Self>(self.0, c)
+    }
+}
+
+impl Cost for PeakEwma<'_> {
+    /// Whether member `x` costs less than member `y` by decayed latency times requests in
+    /// flight.
+    #[inline(always)]
+    fn cheaper(c: &Chooser<'_>, x: u32, y: u32) -> bool {
+        let b = c.b;
+        let load = |m: u32| {
+            let state = &c.member(m).state;
+            state.ewma.load(b.default_rtt_ns, state.in_flight())
+        };
+        load(x).cheaper_than(load(y), b.inv_decay, || c.now_ns().saturating_add(1))
     }
 }
 
@@ -215,7 +221,8 @@ pub struct Balancer {
     fail_open: bool,
     balance_factor: Option<f64>,
     default_rtt_ns: f64,
-    decay_ns: f64,
+    /// `1 / decay` of peak-EWMA, in ns: a multiply instead of a divide per pick.
+    inv_decay: f64,
 }
 
 impl Balancer {
@@ -329,7 +336,7 @@ impl Balancer {
             fail_open: config.when_all_down == WhenAllDown::FailOpen,
             balance_factor,
             default_rtt_ns: ewma.default_rtt.max(EwmaConfig::MIN_DEFAULT_RTT).as_nanos() as f64,
-            decay_ns: (ewma.decay.as_nanos() as f64).max(1.0),
+            inv_decay: 1.0 / (ewma.decay.as_nanos() as f64).max(1.0),
         })
     }
 
@@ -355,20 +362,45 @@ impl Balancer {
         }
     }
 
-    /// The pick loop around a strategy's `select`: choose, then take the chosen server's
-    /// in-flight slot, starting over if a concurrent pick took its last one. Out of line,
-    /// one copy per strategy, so each gets its own registers.
+    /// The pick around a strategy's `select`: choose, then take the chosen server's
+    /// in-flight slot. Out of line, one copy per strategy, so each gets its own registers;
+    /// losing the race for a server's last slot goes to [`Balancer::pick_again`], so the
+    /// common pick is a straight line with no loop to hoist values out of.
     #[inline(never)]
     fn pick_with<'b>(&'b self, ctx: &PickContext<'_>, select: impl Select) -> Option<Pick<'b>> {
         let mut chooser = Chooser::new(self, ctx);
-        for _ in 0..ACQUIRE_ATTEMPTS {
-            let (m, flags) = self.choose(&mut chooser, ctx, &select)?;
-            let member = &self.members[m as usize];
-            if member.state.try_acquire(self.max_conns) {
-                if flags & COUNTED != 0 {
-                    self.shared.in_flight.0.fetch_add(1, Ordering::Relaxed);
-                }
-                return Some(Pick::new(member, ctx.now, flags));
+        let (m, flags) = self.choose(&mut chooser, ctx, &select)?;
+        self.acquire(m, flags, ctx)
+            .or_else(|| self.pick_again(&mut chooser, ctx, &select))
+    }
+
+    /// Takes member `m`'s in-flight slot for a pick with `flags`, if it is below
+    /// `MaxConnsPerServer`.
+    #[inline(always)]
+    fn acquire<'b>(&'b self, m: u32, flags: u8, ctx: &PickContext<'_>) -> Option<Pick<'b>> {
+        let member = &self.members[m as usize];
+        if !member.state.try_acquire(self.max_conns) {
+            return None;
+        }
+        if flags & COUNTED != 0 {
+            self.shared.in_flight.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Pick::new(member, ctx.now, flags))
+    }
+
+    /// Step 4's start-over: a concurrent pick took the chosen server's last slot.
+    #[cold]
+    #[inline(never)]
+    fn pick_again<'b>(
+        &'b self,
+        c: &mut Chooser<'_>,
+        ctx: &PickContext<'_>,
+        select: &impl Select,
+    ) -> Option<Pick<'b>> {
+        for _ in 1..ACQUIRE_ATTEMPTS {
+            let (m, flags) = self.choose(c, ctx, select)?;
+            if let Some(pick) = self.acquire(m, flags, ctx) {
+                return Some(pick);
             }
         }
         None

@@ -15,12 +15,18 @@
 //! unusable. Empty input: `None`.
 
 use super::balancer::Chooser;
+use super::p2c::Cost;
 
-/// Whether member `a` has fewer requests in flight per unit of weight than member `b`,
-/// compared exactly (`in_a × w_b < in_b × w_a`, no division).
-#[inline(always)]
-pub(crate) fn cheaper(c: &Chooser<'_>, a: u32, b: u32) -> bool {
-    let (a, b) = (c.member(a), c.member(b));
-    let load = |in_flight: u32, weight: u32| u64::from(in_flight) * u64::from(weight.max(1));
-    load(a.state.in_flight(), b.weight) < load(b.state.in_flight(), a.weight)
+/// The `"leastrequest"` cost: requests in flight per unit of weight.
+pub(crate) struct InFlight;
+
+impl Cost for InFlight {
+    /// Whether member `a` has fewer requests in flight per unit of weight than member `b`,
+    /// compared exactly (`in_a × w_b < in_b × w_a`, no division).
+    #[inline(always)]
+    fn cheaper(c: &Chooser<'_>, a: u32, b: u32) -> bool {
+        let (a, b) = (c.member(a), c.member(b));
+        let load = |in_flight: u32, weight: u32| u64::from(in_flight) * u64::from(weight.max(1));
+        load(a.state.in_flight(), b.weight) < load(b.state.in_flight(), a.weight)
+    }
 }

@@ -16,34 +16,44 @@
 use super::balancer::Chooser;
 use super::random::{ATTEMPTS, WeightedSampler};
 
-/// Picks the cheaper of two distinct usable members drawn from `sampler` by weight;
-/// `cheaper(c, second, first)` says whether the second candidate costs strictly less.
+/// The two candidates of a pick: a usable member drawn from `sampler` by weight, and a
+/// second, distinct one when there is one.
 #[inline(always)]
-pub(crate) fn select(
-    sampler: &WeightedSampler,
-    c: &mut Chooser<'_>,
-    cheaper: impl Fn(&Chooser<'_>, u32, u32) -> bool,
-) -> Option<u32> {
+fn candidates(sampler: &WeightedSampler, c: &mut Chooser<'_>) -> Option<(u32, Option<u32>)> {
     let first = sampler.select_one(c)?;
     if sampler.len() < 2 {
-        return Some(first);
+        return Some((first, None));
     }
     let mut fallback = None;
-    let mut second = None;
     for _ in 0..ATTEMPTS {
         let m = sampler.sample(c.random());
         if m != first && c.admit(m, &mut fallback) {
-            second = Some(m);
-            break;
+            return Some((first, Some(m)));
         }
     }
-    let Some(second) = second.or(fallback) else {
+    Some((first, fallback))
+}
+
+/// Picks the cheaper of two distinct usable members drawn from `sampler` by weight;
+/// `cheaper(c, second, first)` says whether the second candidate costs strictly less.
+///
+/// The cost is a trait's associated function rather than a closure: the compiler kept the
+/// closure's call out of line, and the comparison is a good part of the pick.
+#[inline(always)]
+pub(crate) fn select<C: Cost>(sampler: &WeightedSampler, c: &mut Chooser<'_>) -> Option<u32> {
+    let (first, second) = candidates(sampler, c)?;
+    let Some(second) = second else {
         return Some(first);
     };
     // A select, not a branch: which candidate wins is a coin flip the CPU cannot predict.
     Some(std::hint::select_unpredictable(
-        cheaper(c, second, first),
+        C::cheaper(c, second, first),
         second,
         first,
     ))
+}
+
+/// A P2C cost function: whether member `a` costs strictly less than member `b`.
+pub(crate) trait Cost {
+    fn cheaper(c: &Chooser<'_>, a: u32, b: u32) -> bool;
 }

@@ -39,8 +39,8 @@
 //! connections would otherwise look fast and attract traffic; passive ejection handles it.
 //!
 //! Complexity: O(1) per pick (two candidate draws and at most one `exp`: comparing two
-//! decayed costs only needs the decay of their age difference); empty input: no server, the
-//! pick returns `None`.
+//! decayed costs only needs the decay of the distance between their samples, not the
+//! time); empty input: no server, the pick returns `None`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -93,27 +93,31 @@ impl PeakEwma {
         default_rtt_ns: f64,
         in_flight: u32,
     ) -> f64 {
-        let load = self.load(now_ns, default_rtt_ns, in_flight);
-        load.undecayed * decay_weight(load.age_ns, decay_ns)
+        let load = self.load(default_rtt_ns, in_flight);
+        let age = if load.at == 0 {
+            0
+        } else {
+            now_ns.saturating_sub(load.at - 1)
+        };
+        load.undecayed * decay_weight(age, decay_ns)
     }
 
-    /// The cost before decay, and the age its decay is computed from: the stored estimate
-    /// times `in_flight + 1` and its age, or `default_rtt_ns` times `in_flight + 1` and age
-    /// zero (the seed never decays).
+    /// The cost before decay and the stamp its decay counts from: the stored estimate times
+    /// `in_flight + 1` and the sample's stamp, or `default_rtt_ns` times `in_flight + 1` and
+    /// stamp zero (the seed, which never decays).
     ///
-    /// Branch-free, because whether a random candidate has a sample yet is not something
-    /// the CPU can predict: a missing sample (`at == 0`) makes `at - 1` wrap to the largest
-    /// value, so the saturating age is zero by itself, and the estimate is chosen by
-    /// multiplying with 0 or 1 (exact for the finite values stored here).
+    /// Reads no clock: comparing two sampled servers only needs how far apart their stamps
+    /// are (see [`Load::cheaper_than`]). The seed is chosen by multiplying with 0 or 1
+    /// (exact for the finite values stored here), not by a branch.
     #[inline(always)]
-    pub(crate) fn load(&self, now_ns: u64, default_rtt_ns: f64, in_flight: u32) -> Load {
+    pub(crate) fn load(&self, default_rtt_ns: f64, in_flight: u32) -> Load {
         let pending = f64::from(in_flight) + 1.0;
         let at = self.at.load(Ordering::Acquire);
         let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let sampled = f64::from(u8::from(at != 0));
         Load {
             undecayed: (rtt * sampled + default_rtt_ns * (1.0 - sampled)) * pending,
-            age_ns: now_ns.saturating_sub(at.wrapping_sub(1)),
+            at,
         }
     }
 
@@ -150,21 +154,30 @@ impl PeakEwma {
 
 // === impl Load ===
 
-/// A server's P2C cost in a form two of which compare with a single `exp`: the cost is
-/// `undecayed × exp(-age / decay)`.
+/// A server's P2C cost in a form two of which compare with at most one `exp` and without
+/// the time: the cost is `undecayed × exp(-(now - at) / decay)`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Load {
     undecayed: f64,
-    age_ns: u64,
+    /// The stamp of the sample (ns since the backend's epoch plus one); zero for the seed.
+    at: u64,
 }
 
 impl Load {
-    /// Whether `self` costs strictly less than `other`: `a < b` where the older of the two
-    /// is multiplied by `w = exp(-gap / decay)`, `gap` the difference of their ages.
-    /// Dividing both costs by the decay of the younger one is what leaves a single `exp` of
-    /// the gap (at most 1, so it never overflows); equal ages need none.
+    /// Whether `self` costs strictly less than `other` at the pick's time, `now_stamp()`
+    /// (in the stamps' units), given `inv_decay = 1 / decay`.
     ///
-    /// Most comparisons skip even that one. `w` lies in `[1 - x, 1]` (`x = gap / decay`),
+    /// Both costs decay from their stamps to the same `now`, so dividing both by the decay
+    /// of the younger one leaves `a < b` with the older multiplied by
+    /// `w = exp(-gap / decay)`, `gap` the distance between the two stamps: a single `exp`
+    /// (at most 1, so it never overflows), and no `now` at all. Only a seed (no sample yet;
+    /// it never decays, so it stands at `now`) needs the time, and so does a sample stamped
+    /// after `now` (a concurrent completion), which counts as taken at `now`, as its decay
+    /// would be clamped to none. Between two sampled servers the time is not read; a
+    /// sample a few microseconds in the pick's future then counts at its own stamp, which
+    /// moves its weight by a few parts in 10^6 under the default 10 s decay.
+    ///
+    /// Most comparisons skip even the `exp`. `w` lies in `[1 - x, 1]` (`x = gap / decay`),
     /// the library's `exp` is within one unit in the last place of it and never above 1,
     /// and multiplying by it rounds monotonically, so the older cost decays to somewhere in
     /// `[older × (1 - x), older]`. Unless the younger cost lies in that interval, decaying
@@ -172,50 +185,73 @@ impl Load {
     /// cheaper it only gets cheaper, and if it is dearer even by more than its largest
     /// decay, it stays dearer. The interval is widened by a margin of 1e-9 of the cost (a
     /// million times the floating-point error of computing it), so every answer is the one
-    /// the `exp` would give; only costs within about `x` of each other — 1e-4 for ages a
-    /// millisecond apart under the default 10 s decay — pay for the `exp` (about a fifth of
-    /// a p2c-ewma pick). A NaN falls outside every interval and compares false, as with the
-    /// `exp`; an infinite cost's interval holds everything, so it takes the `exp` path.
+    /// the `exp` would give; only costs within about `x` of each other — 1e-4 for samples a
+    /// millisecond apart under the default 10 s decay — pay for the `exp`. A NaN falls
+    /// outside every interval and compares false, as with the `exp`; an infinite cost's
+    /// interval holds everything, so it takes the `exp` path.
     ///
     /// Written with selects and one test of distance, not branches on which server is older
-    /// or cheaper: those are coin flips the CPU would mispredict, while "near tie?" almost
-    /// always has the same answer.
+    /// or cheaper: those are coin flips the CPU would mispredict, while "a seed?" and "near
+    /// tie?" almost always have the same answer once every server has answered once.
     #[inline(always)]
-    pub(crate) fn cheaper_than(self, other: Load, decay_ns: f64) -> bool {
-        let (a, b) = (self.undecayed, other.undecayed);
-        let self_older = self.age_ns > other.age_ns;
+    pub(crate) fn cheaper_than(
+        self,
+        other: Load,
+        inv_decay: f64,
+        now_stamp: impl FnOnce() -> u64,
+    ) -> bool {
+        let (this, other) = if self.at == 0 || other.at == 0 {
+            Load::at_now(self, other, now_stamp())
+        } else {
+            (self, other)
+        };
+        let (a, b) = (this.undecayed, other.undecayed);
+        let this_older = this.at < other.at;
         // Selected as bits: x86 has a conditional move for integers only, and a branch here
         // would be a coin flip.
         let pick = |yes: f64, no: f64| {
             f64::from_bits(std::hint::select_unpredictable(
-                self_older,
+                this_older,
                 yes.to_bits(),
                 no.to_bits(),
             ))
         };
         let (older, younger) = (pick(a, b), pick(b, a));
-        let x = self.age_ns.abs_diff(other.age_ns) as f64 / decay_ns;
+        let x = this.at.abs_diff(other.at) as f64 * inv_decay;
         // The interval [older × (1 - x - 1e-9), older] as its middle and half-width, the
         // half-width padded by 1e-12 of the cost for the rounding of these two lines.
         let mid = older * (1.0 - 0.5 * (x + 1e-9));
         let half = older * (0.5 * (x + 1e-9) + 1e-12);
         if (younger - mid).abs() <= half {
-            return self.cheaper_than_exactly(other, decay_ns);
+            return this.cheaper_than_exactly(other, inv_decay);
         }
         a < b
     }
 
-    /// [`Load::cheaper_than`] with the `exp`, for the near ties the bounds leave open.
+    /// Both loads with their stamps as of `now`: a seed stands at `now`, a later sample is
+    /// clamped to it. Out of line: once every server has a sample, picks never get here.
     #[cold]
     #[inline(never)]
-    fn cheaper_than_exactly(self, other: Load, decay_ns: f64) -> bool {
-        let w = decay_weight(self.age_ns.abs_diff(other.age_ns), decay_ns);
-        let a = if self.age_ns > other.age_ns {
+    fn at_now(a: Load, b: Load, now: u64) -> (Load, Load) {
+        let at_now = |l: Load| Load {
+            at: if l.at == 0 { now } else { l.at.min(now) },
+            ..l
+        };
+        (at_now(a), at_now(b))
+    }
+
+    /// [`Load::cheaper_than`] with the `exp`, for the near ties the bounds leave open (both
+    /// stamps already as of the pick's time).
+    #[cold]
+    #[inline(never)]
+    fn cheaper_than_exactly(self, other: Load, inv_decay: f64) -> bool {
+        let w = (-(self.at.abs_diff(other.at) as f64) * inv_decay).exp();
+        let a = if self.at < other.at {
             self.undecayed * w
         } else {
             self.undecayed
         };
-        let b = if other.age_ns > self.age_ns {
+        let b = if other.at < self.at {
             other.undecayed * w
         } else {
             other.undecayed
@@ -295,9 +331,11 @@ mod tests {
             for (b, pb) in &cells {
                 let direct =
                     a.cost(now, DECAY, 30.0 * MS, *pa) < b.cost(now, DECAY, 30.0 * MS, *pb);
-                let fast = a
-                    .load(now, 30.0 * MS, *pa)
-                    .cheaper_than(b.load(now, 30.0 * MS, *pb), DECAY);
+                let fast = a.load(30.0 * MS, *pa).cheaper_than(
+                    b.load(30.0 * MS, *pb),
+                    1.0 / DECAY,
+                    || now + 1,
+                );
                 assert_eq!(direct, fast);
             }
         }
@@ -307,7 +345,10 @@ mod tests {
     /// plain formula on seeded random loads, many of them near ties.
     #[test]
     fn cheaper_than_without_exp_agrees_with_the_exp_formula() {
-        let exact = |a: Load, b: Load| a.cheaper_than_exactly(b, DECAY);
+        let exact = |a: Load, b: Load| a.cheaper_than_exactly(b, 1.0 / DECAY);
+        let no_clock = || -> u64 { unreachable!("two samples compare without the time") };
+        // Stamps for ages up to 30 s: the pick's time is 40 s after the epoch.
+        let stamp = |age: u64| 40_000_000_001 - age;
         let mut rng = crate::balance::rng::LocalRng::new(0x5eed);
         let mut unequal_ages = 0;
         for i in 0..200_000u32 {
@@ -328,30 +369,69 @@ mod tests {
             };
             let a = Load {
                 undecayed: base,
-                age_ns: a_age,
+                at: stamp(a_age),
             };
             let b = Load {
                 undecayed: b_cost,
-                age_ns: b_age,
+                at: stamp(b_age),
             };
-            assert_eq!(a.cheaper_than(b, DECAY), exact(a, b), "{a:?} vs {b:?}");
-            assert_eq!(b.cheaper_than(a, DECAY), exact(b, a), "{b:?} vs {a:?}");
-            unequal_ages += usize::from(a.age_ns != b.age_ns);
+            let inv = 1.0 / DECAY;
+            assert_eq!(
+                a.cheaper_than(b, inv, no_clock),
+                exact(a, b),
+                "{a:?} vs {b:?}"
+            );
+            assert_eq!(
+                b.cheaper_than(a, inv, no_clock),
+                exact(b, a),
+                "{b:?} vs {a:?}"
+            );
+            unequal_ages += usize::from(a.at != b.at);
         }
         assert!(unequal_ages > 100_000);
         let nan = Load {
             undecayed: f64::NAN,
-            age_ns: 5,
+            at: 5,
         };
         let one = Load {
             undecayed: 1.0,
-            age_ns: 9,
+            at: 9,
         };
-        assert!(!nan.cheaper_than(one, DECAY) && !one.cheaper_than(nan, DECAY));
+        let inv = 1.0 / DECAY;
+        assert!(!nan.cheaper_than(one, inv, no_clock) && !one.cheaper_than(nan, inv, no_clock));
     }
 
     fn exp_of(gap: u64) -> f64 {
         decay_weight(gap, DECAY)
+    }
+
+    /// A seed stands at the pick's time, and a sample stamped after it counts as taken then.
+    #[test]
+    fn a_seed_or_a_later_sample_compares_as_of_the_pick() {
+        let inv = 1.0 / DECAY;
+        let now = 20_000_000_001; // 20 s after the epoch
+        let seed = Load {
+            undecayed: 30.0 * MS,
+            at: 0,
+        };
+        // 31 ms sampled 1 s ago decays to ~28 ms: cheaper than the 30 ms seed.
+        let sampled = Load {
+            undecayed: 31.0 * MS,
+            at: now - 1_000_000_000,
+        };
+        assert!(sampled.cheaper_than(seed, inv, || now));
+        assert!(!seed.cheaper_than(sampled, inv, || now));
+        // A sample stamped 5 s after `now` is clamped to `now`: equal stamps, no decay.
+        let later = Load {
+            undecayed: 29.0 * MS,
+            at: now + 5_000_000_000,
+        };
+        assert!(later.cheaper_than(seed, inv, || now));
+        let dearer_later = Load {
+            undecayed: 30.5 * MS,
+            at: now + 5_000_000_000,
+        };
+        assert!(seed.cheaper_than(dearer_later, inv, || now));
     }
 
     #[test]
