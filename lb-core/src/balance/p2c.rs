@@ -35,7 +35,7 @@ fn candidates(sampler: &WeightedSampler, c: &mut Chooser<'_>) -> Option<(u32, Op
 }
 
 /// Picks the cheaper of two distinct usable members drawn from `sampler` by weight;
-/// `cheaper(c, second, first)` says whether the second candidate costs strictly less.
+/// `C::cheaper(c, second, first)` says whether the second candidate costs strictly less.
 ///
 /// The cost is a trait's associated function rather than a closure: the compiler kept the
 /// closure's call out of line, and the comparison is a good part of the pick.
