@@ -41,14 +41,7 @@ if [ ! -x "$profdata" ]; then
 fi
 [ -x "$profdata" ] || { echo "pgo: ERROR: $profdata not found" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/background.sh
 
 echo "pgo: building the backend and the instrumented lbproxy" >&2
 cargo build --release --quiet -p lb-benches --bin e2e-backend

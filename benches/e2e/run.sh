@@ -60,14 +60,7 @@ LB_PORT=18081 NGINX_PORT=18082 HAPROXY_PORT=18083 API_PORT=18182 BACKEND_PORT=19
 HOST=bench.local
 ROUTE_PATH=/api/items
 mkdir -p "$OUT"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/background.sh
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
