@@ -27,7 +27,7 @@ use super::config::{BalancerConfig, EwmaConfig, Strategy, WhenAllDown};
 use super::least_request;
 use super::maglev::Maglev;
 use super::p2c::{self, Cost};
-use super::pick::{COUNTED, FAIL_OPEN, Pick, PickContext, SET_COOKIE, STICKY_HIT};
+use super::pick::{COUNTED, FAIL_OPEN, LIMITED, Pick, PickContext, SET_COOKIE, STICKY_HIT};
 use super::random::{ATTEMPTS, WeightedSampler};
 use super::rng::{LocalRng, SharedRng, below, unit};
 use super::round_robin;
@@ -383,9 +383,10 @@ impl Balancer {
             return None;
         }
         if flags & COUNTED != 0 {
-            self.shared.in_flight.0.fetch_add(1, Ordering::Relaxed);
+            self.shared.in_flight.0.take();
         }
-        Some(Pick::new(member, ctx.now, flags))
+        let limited = if self.max_conns != 0 { LIMITED } else { 0 };
+        Some(Pick::new(member, ctx.now, flags | limited))
     }
 
     /// Step 4's start-over: a concurrent pick took the chosen server's last slot.
@@ -678,6 +679,6 @@ impl<'a> Chooser<'a> {
     /// Requests in flight across the backend (maintained for bounded-load hashing only).
     #[inline]
     pub(crate) fn backend_in_flight(&self) -> u64 {
-        self.b.shared.in_flight.0.load(Ordering::Relaxed)
+        u64::from(self.b.shared.in_flight.0.get())
     }
 }

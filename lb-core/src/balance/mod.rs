@@ -47,6 +47,7 @@
 mod balancer;
 mod config;
 pub mod ejection;
+mod in_flight;
 pub mod least_request;
 pub mod maglev;
 pub mod p2c;

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::balancer::Member;
@@ -79,6 +78,8 @@ pub(crate) const STICKY_HIT: u8 = 1 << 1;
 pub(crate) const SET_COOKIE: u8 = 1 << 2;
 /// The pick is counted in the backend's in-flight total (bounded-load hashing).
 pub(crate) const COUNTED: u8 = 1 << 3;
+/// The server's slot was taken against `MaxConnsPerServer`.
+pub(crate) const LIMITED: u8 = 1 << 4;
 
 fn finish(
     state: &ServerState,
@@ -94,9 +95,9 @@ fn finish(
 
 #[inline]
 fn release(state: &ServerState, flags: u8) {
-    state.release();
+    state.release(flags & LIMITED != 0);
     if flags & COUNTED != 0 {
-        state.backend.in_flight.0.fetch_sub(1, Ordering::Relaxed);
+        state.backend.in_flight.0.give_back();
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::in_flight::InFlight;
 use super::peak_ewma::PeakEwma;
 use super::slow_start::ramp_factor;
 use super::sticky::CookieValue;
@@ -74,7 +75,7 @@ fn duration_nanos(d: Duration) -> u64 {
 #[repr(C, align(64))]
 pub struct ServerState {
     // --- hot: read or written by every pick ---
-    in_flight: AtomicU32,
+    in_flight: InFlight,
     healthy: AtomicBool,
     /// End of the current ejection as a stamp; zero when not ejected (cleared lazily).
     ejected_until: AtomicU64,
@@ -101,7 +102,7 @@ impl ServerState {
     ) -> Self {
         let ramp_start = ramp_from.map_or(0, |at| stamp_of(backend.epoch, at));
         Self {
-            in_flight: AtomicU32::new(0),
+            in_flight: InFlight::new(),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -136,7 +137,7 @@ impl ServerState {
     /// Requests picked for this server and not yet completed or dropped.
     #[inline]
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.get()
     }
 
     // --- active health ---
@@ -312,19 +313,21 @@ impl ServerState {
     #[inline]
     pub(crate) fn try_acquire(&self, limit: u32) -> bool {
         if limit == 0 {
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.in_flight.take();
             return true;
         }
-        self.in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_ok()
+        self.in_flight.take_below(limit)
     }
 
+    /// Gives back a slot of [`ServerState::try_acquire`]; `limited` when it was taken with
+    /// a limit.
     #[inline]
-    pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn release(&self, limited: bool) {
+        if limited {
+            self.in_flight.give_back_limited();
+        } else {
+            self.in_flight.give_back();
+        }
     }
 
     fn record_failure(&self, now_ns: u64) -> Option<Instant> {
@@ -384,7 +387,7 @@ mod tests {
         for (field, end) in [
             (
                 "in_flight",
-                offset_of!(ServerState, in_flight) + size_of::<AtomicU32>(),
+                offset_of!(ServerState, in_flight) + size_of::<InFlight>(),
             ),
             (
                 "healthy",

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::config::EjectionConfig;
+use super::in_flight::InFlight;
 use super::rng::SharedRng;
 use super::server_state::ServerState;
 
@@ -32,7 +33,7 @@ pub(crate) struct BackendState {
     pub(crate) cursor: Padded<AtomicU64>,
     pub(crate) rng: Padded<SharedRng>,
     /// Requests in flight across the backend, maintained only for bounded-load hashing.
-    pub(crate) in_flight: Padded<AtomicU64>,
+    pub(crate) in_flight: Padded<InFlight>,
     /// Peak-EWMA time constant in ns, for completions that outlive their balancer.
     pub(crate) decay_ns: AtomicU64,
     pub(crate) eject_threshold: AtomicU32,
@@ -55,7 +56,7 @@ impl BackendState {
             epoch,
             cursor: Padded(AtomicU64::new(0)),
             rng: Padded(SharedRng::new(seed)),
-            in_flight: Padded(AtomicU64::new(0)),
+            in_flight: Padded(InFlight::new()),
             decay_ns: AtomicU64::new(1),
             eject_threshold: AtomicU32::new(0),
             eject_5xx: AtomicBool::new(false),
@@ -96,7 +97,7 @@ impl fmt::Debug for BackendState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackendState")
             .field("cursor", &self.cursor.0.load(Ordering::Relaxed))
-            .field("in_flight", &self.in_flight.0.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight.0.get())
             .finish_non_exhaustive()
     }
 }
