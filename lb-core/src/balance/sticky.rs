@@ -72,20 +72,43 @@ impl fmt::Debug for CookieValue {
 
 /// The server key a cookie value names: exactly 16 hex digits (either case), else `None`.
 /// Decodes only: the pick path never formats the value back.
+///
+/// Eight digits at a time in a `u64` (a byte loop was half of a sticky pick's
+/// instructions).
 #[inline]
 fn parse_key(value: &str) -> Option<u64> {
     let bytes: &[u8; 16] = value.as_bytes().try_into().ok()?;
-    let mut key = 0u64;
-    for &b in bytes {
-        let nibble = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        key = (key << 4) | u64::from(nibble);
+    let (first, second) = bytes.split_at(8);
+    let first = hex_word(u64::from_be_bytes(first.try_into().ok()?))?;
+    let second = hex_word(u64::from_be_bytes(second.try_into().ok()?))?;
+    Some(u64::from(first) << 32 | u64::from(second))
+}
+
+/// Eight hex digits (either case) read big-endian into `w`, as their number; `None` if a
+/// byte is not a hex digit.
+#[inline]
+fn hex_word(w: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    if w & HIGH != 0 {
+        return None;
     }
-    Some(key)
+    // The high bit of each byte of `at_least(v, c)` is set where that byte of `v` is at
+    // least `c`: every byte is below 0x80, so adding `0x80 - c` never carries into the next.
+    let at_least = |v: u64, c: u8| v + ONES * u64::from(0x80 - c);
+    let digit = at_least(w, b'0') & !at_least(w, b'9' + 1);
+    // Setting bit 5 maps `A`-`F` onto `a`-`f` and nothing else onto them.
+    let lower = w | (ONES * 0x20);
+    let letter = at_least(lower, b'a') & !at_least(lower, b'f' + 1);
+    if (digit | letter) & HIGH != HIGH {
+        return None;
+    }
+    // A digit's value is its low nibble, plus 9 for letters (the ones with bit 6 set).
+    let nibbles = (w & (ONES * 0x0f)) + ((w >> 6) & ONES) * 9;
+    // Pack neighbours: nibble pairs into bytes, byte pairs into 16 bits, then 32.
+    let bytes = (nibbles | nibbles >> 4) & 0x00ff_00ff_00ff_00ff;
+    let halves = (bytes | bytes >> 8) & 0x0000_ffff_0000_ffff;
+    Some((halves | halves >> 16) as u32)
 }
 
 // === impl StickyIndex ===
@@ -170,6 +193,38 @@ mod tests {
         );
     }
 
+    /// The byte loop `parse_key` replaced.
+    fn parse_key_bytewise(value: &str) -> Option<u64> {
+        let bytes: &[u8; 16] = value.as_bytes().try_into().ok()?;
+        bytes.iter().try_fold(0u64, |key, &b| {
+            let nibble = (b as char).to_digit(16)?;
+            Some(key << 4 | u64::from(nibble))
+        })
+    }
+
+    #[test]
+    fn parse_key_agrees_with_a_byte_loop_on_every_byte_in_every_position() {
+        let base = *b"0123456789abcDEF";
+        for at in 0..16 {
+            for b in 0..=255u8 {
+                let mut bytes = base;
+                bytes[at] = b;
+                // Non-UTF-8 bytes cannot reach the parser (it takes a `&str`).
+                if let Ok(value) = std::str::from_utf8(&bytes) {
+                    assert_eq!(parse_key(value), parse_key_bytewise(value), "{value:?}");
+                }
+            }
+        }
+        // Seeded random keys, in both cases.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x = crate::balance::rng::mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            let lower = format!("{x:016x}");
+            assert_eq!(parse_key(&lower), Some(x));
+            assert_eq!(parse_key(&lower.to_ascii_uppercase()), Some(x));
+        }
+    }
+
     #[test]
     fn malformed_cookie_values_name_no_server() {
         for bad in [
@@ -178,6 +233,8 @@ mod tests {
             "0123456789abcdeg",
             "0123456789abcdef0",
             "+123456789abcdef",
+            "0123456789abcdé",
+            "01234567 9abcdef",
         ] {
             assert_eq!(CookieValue::parse(bad), None, "{bad:?}");
         }
