@@ -28,8 +28,8 @@ root=$PWD
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "pgo: installing wrk" >&2
-  apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2
+  source scripts/lib/install.sh
+  install_packages wrk
 fi
 
 sysroot=$(rustc --print sysroot)

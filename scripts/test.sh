@@ -38,13 +38,9 @@ done
 
 if ((${#missing_pkgs[@]})); then
   echo "test.sh: installing ${missing_pkgs[*]}" >&2
-  sudo=()
-  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); fi
-  if command -v apt-get >/dev/null 2>&1; then
-    "${sudo[@]}" apt-get update -qq >&2 || true
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-      "${missing_pkgs[@]}" >&2 || true
-  fi
+  source scripts/lib/install.sh
+  # A failure is reported below, tool by tool.
+  install_packages "${missing_pkgs[@]}" || true
 fi
 
 still_missing=()

@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v etcd >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server
+  echo "e2e-registry: installing etcd-server" >&2
+  source scripts/lib/install.sh
+  install_packages etcd-server
 fi
 cargo build --release --quiet -p lb-proxy --bin lbproxy -p lb-benches --bin e2e-backend --bin e2e-registry
 exec target/release/e2e-registry

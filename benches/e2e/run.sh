@@ -47,8 +47,8 @@ for tool in wrk nginx haproxy taskset; do
 done
 if ((${#missing[@]})); then
   echo "e2e: installing ${missing[*]}" >&2
-  apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  source scripts/lib/install.sh
+  install_packages "${missing[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
 
