@@ -266,8 +266,8 @@ pub struct BalancerConfig {
     /// Loads", Mirrokni, Thorup, Zadimoghaddam, 2016): a server whose in-flight count would
     /// exceed `factor × average` is passed over for the next server in the table. `None`
     /// (the default, as HAProxy's and Envoy's) turns the bound off: pure consistent hashing.
-    /// Values below 1 act as 1. The bound costs every pick of the backend two more atomic
-    /// read-modify-writes (its in-flight total).
+    /// Values below 1 act as 1. The bound costs every pick of the backend two more
+    /// in-flight updates (its total).
     pub hash_balance_factor: Option<f64>,
     /// Peak-EWMA tuning.
     pub ewma: EwmaConfig,

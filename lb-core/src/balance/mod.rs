@@ -6,11 +6,12 @@
 //! [`PickContext`]), never does I/O, never locks and never allocates per pick; randomness
 //! comes from a seeded SplitMix64 stream, so tests replay exactly.
 //!
-//! A pick's only atomic read-modify-writes are the in-flight slot it takes on its server
-//! and gives back when dropped (plus the backend's in-flight total for bounded-load
-//! hashing): each costs about 10 ns on the project's VM, so the rotation cursor and the
-//! random stream are advanced with plain relaxed loads and stores instead (see
-//! [`round_robin`]).
+//! An atomic read-modify-write costs about 10 ns on the project's VM, so a pick avoids
+//! them: the rotation cursor and the random stream are advanced with plain relaxed loads
+//! and stores (see [`round_robin`]), and the in-flight slot a pick takes on its server and
+//! gives back when dropped is counted on a cell only the picking thread writes (for the
+//! first three threads that pick; others count on a shared atomic). Only a slot taken
+//! against `MaxConnsPerServer` takes a compare-and-swap, which keeps the limit exact.
 //!
 //! # Strategies
 //!
