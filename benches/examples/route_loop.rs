@@ -8,7 +8,9 @@
 //! # "I refs" / 1000000 = instructions per match
 //! ```
 //!
-//! Arguments: the number of routes and the number of matches. It also prints the
+//! Arguments: the number of routes, the number of matches, and optionally which requests
+//! to send: `all` (the default, as the bench), `literal` (only those for the `Path`
+//! routes) or `regexp` (only those for the 5 % of `PathRegexp` routes). It also prints the
 //! wall-clock time per match.
 
 use std::hint::black_box;
@@ -20,16 +22,28 @@ use lb_route::Router;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = match args.as_slice() {
-        [routes, matches] => routes
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .zip(matches.parse::<u64>().ok()),
+    let (counts, kind) = match args.as_slice() {
+        [routes, matches] => ((routes, matches), "all"),
+        [routes, matches, kind] => ((routes, matches), kind.as_str()),
+        _ => {
+            eprintln!("usage: route_loop <routes> <matches> [all|literal|regexp]");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parsed = counts
+        .0
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .zip(counts.1.parse::<u64>().ok());
+    let wanted = |expr: &str| match kind {
+        "literal" => Some(!expr.contains("PathRegexp")),
+        "regexp" => Some(expr.contains("PathRegexp")),
+        "all" => Some(true),
         _ => None,
     };
-    let Some((routes, matches)) = parsed else {
-        eprintln!("usage: route_loop <routes> <matches>");
+    let (Some((routes, matches)), Some(_)) = (parsed, wanted("")) else {
+        eprintln!("usage: route_loop <routes> <matches> [all|literal|regexp]");
         return ExitCode::FAILURE;
     };
     let cases = literal_routes_with_regexps(routes);
@@ -40,16 +54,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let requests: Vec<&http::Request<()>> = cases
+        .iter()
+        .filter(|case| wanted(&case.expr) == Some(true))
+        .map(|case| &case.request)
+        .collect();
+    if requests.is_empty() {
+        eprintln!("route_loop: no {kind} route among {routes}");
+        return ExitCode::FAILURE;
+    }
     let started = Instant::now();
     let mut matched = 0u64;
     let mut i = 0;
     for _ in 0..matches {
-        i = (i + 1) % cases.len();
-        matched += u64::from(lookup(&router, black_box(&cases[i].request)));
+        i = (i + 1) % requests.len();
+        matched += u64::from(lookup(&router, black_box(requests[i])));
     }
     let elapsed = started.elapsed();
     println!(
-        "{routes} routes: {:.1} ns per match ({matches} matches, {matched} matched)",
+        "{routes} routes: {:.1} ns per match ({matches} {kind} matches, {matched} matched)",
         elapsed.as_nanos() as f64 / matches.max(1) as f64
     );
     ExitCode::SUCCESS
