@@ -159,12 +159,15 @@
 //!
 //! Routes of the commonest shape, an exact `Host` and a literal `Path`, go into one flat hash
 //! table keyed by (host, path): such a lookup costs one hash and one cache miss however many
-//! routes there are. The router files every other route under its host (a hash map of exact
-//! hosts, a short list of host patterns, and an any-host group), then under its path (a hash
-//! map of literal paths, a radix trie of patterns and prefixes, and anchored regexps under
-//! their literal prefix). Lists are kept best first, so a lookup stops at the first
-//! candidate that cannot win, and it skips the host groups altogether when a literal hit
-//! outranks everything filed there. Regexps of the common shape (`^`, literal text, at most
+//! routes there are. Routes with an exact `Host` whose path must start with literal text
+//! ending in `/` (`PathPrefix("/api/")`, `PathRegexp("^/v1/users/[0-9]+$")`) go into a
+//! second flat table keyed by (host, that text), probed with the request path's text up to
+//! each of its slashes (only for the slash counts some key has). The router files every
+//! other route under its host (a hash map of exact hosts, a short list of host patterns,
+//! and an any-host group), then under its path (a hash map of literal paths, a radix trie
+//! of patterns and prefixes, and anchored regexps under their literal prefix). Lists are
+//! kept best first, so a lookup stops at the first candidate that cannot win, and it skips
+//! the other tiers altogether when what it found outranks everything filed there. Regexps of the common shape (`^`, literal text, at most
 //! one repeated character class, literal text, `$`, as in `^/v1/users/[0-9]+$`) are
 //! matched by hand, without the regex engine's per-regexp caches, which are cold when there
 //! are hundreds of regexp routes. A lookup allocates nothing unless a route has more than

@@ -614,6 +614,176 @@ fn specificity_ladder_is_host_then_path_then_matchers() {
     assert_eq!(n, 12);
 }
 
+/// Exact-host routes whose path must start with text ending in `/` (`PathPrefix("/api/")`,
+/// `PathRegexp("^/v1/users/...")`) are found by probing with the path's text up to each of
+/// its slashes; they must rank against literal paths, prefixes without a final `/`,
+/// host patterns and host-less routes as everywhere else.
+#[test]
+fn slash_ended_prefixes_rank_with_every_other_route() {
+    const ROUTES: Routes = &[
+        ("api", 0, r#"Host("s.com") && PathPrefix("/api/")"#),
+        ("api-v1", 0, r#"Host("s.com") && PathPrefix("/api/v1/")"#),
+        ("api-bare", 0, r#"Host("s.com") && PathPrefix("/api")"#),
+        (
+            "users",
+            0,
+            r#"Host("s.com") && PathRegexp("^/v1/users/[0-9]+$")"#,
+        ),
+        (
+            "users-post",
+            1,
+            r#"Host("s.com") && PathRegexp("^/v1/users/") && Method("POST")"#,
+        ),
+        ("exact", 0, r#"Host("s.com") && Path("/api/v1/exact")"#),
+        (
+            "pattern",
+            0,
+            r#"Host("<sub>.s.com") && PathPrefix("/api/")"#,
+        ),
+        ("anyhost", 2, r#"PathPrefix("/api/v1/x/")"#),
+        ("deep", 0, r#"Host("s.com") && PathPrefix("/a/b/c/d/")"#),
+    ];
+    let n = run(
+        ROUTES,
+        &[
+            // The longer prefix wins; a prefix ending in `/` is more specific than one without.
+            (
+                "GET",
+                "http://s.com/api/v1/items",
+                &[],
+                None,
+                Some("api-v1"),
+                &[],
+            ),
+            (
+                "GET",
+                "http://s.com/api/v2/items",
+                &[],
+                None,
+                Some("api"),
+                &[],
+            ),
+            ("GET", "http://s.com/api/", &[], None, Some("api"), &[]),
+            ("GET", "http://s.com/api", &[], None, Some("api-bare"), &[]),
+            ("GET", "http://s.com/apix/", &[], None, None, &[]),
+            // Host compared lowercased and without the port, as for literal paths.
+            (
+                "GET",
+                "http://S.COM:8080/api/v1/",
+                &[],
+                None,
+                Some("api-v1"),
+                &[],
+            ),
+            // A literal path outranks the prefixes under it.
+            (
+                "GET",
+                "http://s.com/api/v1/exact",
+                &[],
+                None,
+                Some("exact"),
+                &[],
+            ),
+            // The regexp is checked after the key: digits only, to the end.
+            (
+                "GET",
+                "http://s.com/v1/users/42",
+                &[],
+                None,
+                Some("users"),
+                &[],
+            ),
+            ("GET", "http://s.com/v1/users/42/x", &[], None, None, &[]),
+            ("GET", "http://s.com/v1/users/", &[], None, None, &[]),
+            // Priority first, then the residual condition decides.
+            (
+                "POST",
+                "http://s.com/v1/users/42",
+                &[],
+                None,
+                Some("users-post"),
+                &[],
+            ),
+            (
+                "POST",
+                "http://s.com/v1/users/x",
+                &[],
+                None,
+                Some("users-post"),
+                &[],
+            ),
+            // A host pattern's prefix stays in its own group.
+            (
+                "GET",
+                "http://m.s.com/api/v1/items",
+                &[],
+                None,
+                Some("pattern"),
+                &[("sub", "m")],
+            ),
+            // A host-less route with a higher priority still wins over the probe's find.
+            (
+                "GET",
+                "http://s.com/api/v1/x/y",
+                &[],
+                None,
+                Some("anyhost"),
+                &[],
+            ),
+            // Keys deeper than the path, and paths deeper than every key.
+            (
+                "GET",
+                "http://s.com/a/b/c/d/e",
+                &[],
+                None,
+                Some("deep"),
+                &[],
+            ),
+            ("GET", "http://s.com/a/b/c/", &[], None, None, &[]),
+        ],
+    );
+    assert_eq!(n, 16);
+}
+
+#[test]
+fn removing_a_slash_ended_prefix_leaves_the_others_reachable() {
+    let mut router = Router::new();
+    router
+        .insert("one", 0, r#"Host("h") && PathPrefix("/a/")"#, 1)
+        .unwrap();
+    router
+        .insert("two", 0, r#"Host("h") && PathPrefix("/a/b/")"#, 2)
+        .unwrap();
+    router
+        .insert("three", 0, r#"Host("h") && PathRegexp("^/a/b/c/")"#, 3)
+        .unwrap();
+    let at = |router: &Router<i32>, path: &str| {
+        let req = request("GET", &format!("http://h{path}"), &[], None);
+        router.route(&req).map(|m| *m.value)
+    };
+    assert_eq!(at(&router, "/a/b/c/d"), Some(2));
+    assert_eq!(router.remove("two"), Some(2));
+    // A literal prefix outranks a regexp (whose key does not count as path text).
+    assert_eq!(at(&router, "/a/b/c/d"), Some(1));
+    assert_eq!(at(&router, "/a/b/x"), Some(1));
+    assert_eq!(router.remove("one"), Some(1));
+    assert_eq!(at(&router, "/a/b/x"), None);
+    assert_eq!(at(&router, "/a/b/c/"), Some(3));
+    assert_eq!(at(&router, &format!("/a/b/c{}", "/x".repeat(100))), Some(3));
+    assert_eq!(at(&router, &"/x".repeat(100)), None);
+    assert_eq!(router.remove("three"), Some(3));
+    assert!(router.is_empty());
+    assert_eq!(at(&router, "/a/b/c/"), None);
+    // Keys of 63 slashes are probed; 64 and more stay in the host's trie.
+    let deep = |slashes: usize| format!("{}/", "/x".repeat(slashes - 1));
+    let expr = |slashes: usize| format!(r#"Host("h") && PathPrefix("{}")"#, deep(slashes));
+    router.insert("63", 0, &expr(63), 63).unwrap();
+    router.insert("64", 0, &expr(64), 64).unwrap();
+    assert_eq!(at(&router, &"/x".repeat(63)), Some(63));
+    assert_eq!(at(&router, &"/x".repeat(70)), Some(64));
+    assert_eq!(at(&router, &"/x".repeat(62)), None);
+}
+
 #[test]
 fn removing_one_of_two_identical_routes_keeps_the_other() {
     let mut router = Router::new();
