@@ -20,9 +20,9 @@
 //! outrank what was already found: the router keeps the best score of each tier, so a
 //! literal hit that beats everything outside the flat table ends the lookup. The prefix
 //! table's probes have addresses known up front, where a trie walk pays one dependent
-//! cache miss per level (with 10,000 routes, 5 % of them such regexps, the walks were about
-//! a quarter of `route_match/indexed/10000`'s time). Candidate lists are kept sorted best first, so a list is
-//! abandoned at its first entry that cannot win.
+//! cache miss per level (with 10,000 routes, 5 % of them such regexps, the walks were
+//! about a quarter of `route_match/indexed/10000`'s time). Candidate lists are kept sorted
+//! best first, so a list is abandoned at its first entry that cannot win.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -700,7 +700,6 @@ fn literal_key(host: &HostKey, path: &PathKey) -> Option<(String, String)> {
     }
 }
 
-/// Where a path key is filed.
 /// Which of the router's two flat tables.
 #[derive(Clone, Copy)]
 enum Flat {
