@@ -586,7 +586,12 @@ impl<'a> Chooser<'a> {
     /// Whether member `m` may take this request, slow start aside.
     #[inline(always)]
     pub(crate) fn usable(&self, m: u32) -> bool {
-        let member = self.member(m);
+        self.usable_member(self.member(m))
+    }
+
+    /// [`Chooser::usable`] for a member already looked up.
+    #[inline(always)]
+    fn usable_member(&self, member: &Member) -> bool {
         let state = &member.state;
         if let Some(tried) = self.ctx.tried
             && !tried.is_empty()
@@ -604,7 +609,13 @@ impl<'a> Chooser<'a> {
     /// Member `m`'s slow-start factor now.
     #[inline(always)]
     pub(crate) fn ramp(&self, m: u32) -> f64 {
-        self.member(m)
+        self.ramp_member(self.member(m))
+    }
+
+    /// [`Chooser::ramp`] for a member already looked up.
+    #[inline(always)]
+    fn ramp_member(&self, member: &Member) -> f64 {
+        member
             .state
             .ramp_when(|| self.now_ns(), self.b.slow_start_ns)
     }
@@ -614,10 +625,13 @@ impl<'a> Chooser<'a> {
     /// usable one is still chosen.
     #[inline(always)]
     pub(crate) fn admit(&mut self, m: u32, fallback: &mut Option<u32>) -> bool {
-        if !self.usable(m) {
+        // Looked up once: the atomics the checks read make the compiler reload and
+        // bounds-check the member table at each lookup.
+        let member = self.member(m);
+        if !self.usable_member(member) {
             return false;
         }
-        let ramp = self.ramp(m);
+        let ramp = self.ramp_member(member);
         if ramp >= 1.0 || unit(self.random()) < ramp {
             return true;
         }
