@@ -167,10 +167,10 @@
 //! and an any-host group), then under its path (a hash map of literal paths, a radix trie
 //! of patterns and prefixes, and anchored regexps under their literal prefix). Lists are
 //! kept best first, so a lookup stops at the first candidate that cannot win, and it skips
-//! the other tiers altogether when what it found outranks everything filed there. Regexps of the common shape (`^`, literal text, at most
-//! one repeated character class, literal text, `$`, as in `^/v1/users/[0-9]+$`) are
-//! matched by hand, without the regex engine's per-regexp caches, which are cold when there
-//! are hundreds of regexp routes. A lookup allocates nothing unless a route has more than
+//! the other tiers altogether when what it found outranks everything filed there. Regexps
+//! of the common shape (`^`, literal text, at most one repeated character class, literal
+//! text, `$`, as in `^/v1/users/[0-9]+$`) are matched by hand, without the regex engine's
+//! per-regexp caches, which are cold when there are hundreds of regexp routes. A lookup allocates nothing unless a route has more than
 //! four placeholders or a `QueryRegexp` must percent-decode a value. [`LinearRouter`] is
 //! the reference that checks every route in priority order; the `route_match` benchmark
 //! compares the two.
